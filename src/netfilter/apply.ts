@@ -1,0 +1,409 @@
+// setup() and teardown(): preflight, apply in steps with an undo stack, record.
+//
+// Order of a setup: (1) dsr routes and rules, (2) the nft table in one transaction,
+// (3) the iptables-nft chains and jumps in one iptables-nft-restore, (4) removal of what
+// an earlier setup of the same name had and this one has not. Queueing/marking starts
+// with step 3, so by then everything that acts on a mark exists. A failure in 1-3 undoes
+// the steps done, in reverse, back to the previous state (nothing, or the earlier setup).
+import { isDeepStrictEqual } from "node:util";
+import {
+  builtinSnapshot,
+  cleanupBuiltins,
+  defaultRoutes,
+  ipItemAdd,
+  ipItemPresent,
+  ipItemRemove,
+  ipRouteReplace,
+  iptApplyTable,
+  iptRemove,
+  iptTableIntact,
+  nftApply,
+  nftChainRules,
+  nftRemoveTable,
+  noteCreatedBuiltins,
+  sameAddress,
+} from "./live.js";
+import {
+  netnsIdentity,
+  readRecord,
+  removeRecord,
+  type SetupRecord,
+  withNetnsLock,
+  writeRecord,
+} from "./record.js";
+import { buildPlan, ipItemArgs, ipItemKey, type Plan, renderPlan } from "./render.js";
+import { findTool, hasNetAdmin, readSysctl, tryRun } from "./sys.js";
+import { type FaultPoint, SetupError, type SetupOptions, type SetupSpec } from "./types.js";
+import { NAME_PATTERN, type NormalizedSpec, normalizeSpec, parseAddress } from "./validate.js";
+
+const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+// ---- preflight ------------------------------------------------------------------------
+
+function requireTools(plan: Plan): void {
+  const bin = plan.iptables.binary;
+  const missing = ["nft", "ip", bin, `${bin}-save`, `${bin}-restore`].filter((t) => !findTool(t));
+  if (missing.length > 0) {
+    throw new SetupError(
+      `missing tools: ${missing.join(", ")} (Debian: apt-get install nftables iptables iproute2)`,
+    );
+  }
+}
+
+/** Loads the iptables rules into a throwaway network namespace: the kernel's own answer. */
+function probeIptables(plan: Plan): void {
+  const bin = plan.iptables.binary;
+  const restore = findTool(`${bin}-restore`) as string;
+  const text = renderPlan(plan).iptablesRestore;
+  if (findTool("unshare") && tryRun("unshare", ["--net", "--", "true"]).status === 0) {
+    const r = tryRun("unshare", ["--net", "--", restore, "--noflush"], text);
+    if (r.status !== 0) {
+      throw new SetupError(
+        `the kernel refuses the iptables rules (missing NFQUEUE/statistic/multiport/conntrack support?): ${r.stderr.trim()}`,
+      );
+    }
+    return;
+  }
+  // No namespace to try them in (no CAP_SYS_ADMIN): at least let iptables parse them.
+  const r = tryRun(`${bin}-restore`, ["--test", "--noflush"], text);
+  if (r.status !== 0) throw new SetupError(`iptables rejects the rules: ${r.stderr.trim()}`);
+}
+
+function checkDsrTargets(plan: Plan, previous: readonly Plan[]): void {
+  const ours = new Set(previous.flatMap((p) => p.ipItems.map(ipItemKey)));
+  for (const item of plan.ipItems) {
+    if (ours.has(ipItemKey(item))) continue;
+    if (item.kind === "route") {
+      const fam = item.family === 4 ? "-4" : "-6";
+      const r = tryRun("ip", ["-j", fam, "route", "get", item.via ?? ""]);
+      const route = r.status === 0 ? (JSON.parse(r.stdout)[0] as Record<string, unknown>) : {};
+      if (r.status !== 0 || route.gateway !== undefined || !route.dev) {
+        throw new SetupError(
+          `dsr target ${item.via} is not on a directly connected network here (dsr forwards to it at layer 2): ${
+            r.status === 0 ? `route goes via ${String(route.gateway)}` : r.stderr.trim()
+          }`,
+        );
+      }
+      // A default route an earlier setup of this name put there is ours to replace.
+      const earlier = previous
+        .flatMap((p) => p.ipItems)
+        .filter((i) => i.kind === "route" && i.family === item.family && i.table === item.table);
+      const existing = defaultRoutes(item.family, item.table).filter(
+        (r) => !earlier.some((i) => sameAddress(r.gateway, i.via)),
+      );
+      if (existing.length > 0) {
+        throw new SetupError(
+          `routing table ${item.table} (fwmark ${item.fwmark}) already has a default route (${JSON.stringify(existing[0])}); choose other fwmarks or remove it`,
+        );
+      }
+    } else if (ipItemPresent(item)) {
+      throw new SetupError(
+        `"${ipItemArgs(item, "add").join(" ")}" exists already but not from this setup; remove it or choose other fwmarks`,
+      );
+    }
+  }
+}
+
+function warnings(n: NormalizedSpec, warn: (m: string) => void): void {
+  const key = n.family === 4 ? "net.ipv4.ip_forward" : "net.ipv6.conf.all.forwarding";
+  if (readSysctl(key) === "0") {
+    warn(`${key} is 0: only traffic originated on this host will reach the targets`);
+  }
+  const first = n.vips[0].split("/")[0];
+  if (tryRun("ip", ["route", "get", first]).status !== 0) {
+    warn(
+      `no route to ${first}: connections originated on this host fail before netfilter sees them (a default route is enough)`,
+    );
+  }
+  if (n.mode === "dsr") {
+    const local = tryRun("ip", [
+      "-j",
+      n.family === 4 ? "-4" : "-6",
+      "route",
+      "show",
+      "table",
+      "local",
+    ]);
+    const routes = local.status === 0 ? (JSON.parse(local.stdout) as { dst?: string }[]) : [];
+    for (const vip of n.vips) {
+      const [addr, len] = vip.split("/");
+      const v = parseAddress(addr);
+      const hit = routes.find((r) => {
+        const a = r.dst ? parseAddress(r.dst.split("/")[0]) : undefined;
+        return !!a && !!v && a.kind() === v.kind() && a.match(v, Number(len));
+      });
+      if (hit) {
+        warn(
+          `VIP ${vip} is a local address here (${hit.dst}): the local routing table wins over the fwmark rules, so dsr will not forward it`,
+        );
+      }
+    }
+  }
+}
+
+function preflight(
+  n: NormalizedSpec,
+  plan: Plan,
+  previous: readonly Plan[],
+  warn: (m: string) => void,
+): void {
+  requireTools(plan);
+  const check = tryRun("nft", ["-c", "-f", "-"], plan.nft);
+  if (check.status !== 0) {
+    throw new SetupError(`nft (check mode) rejects the rule set: ${check.stderr.trim()}`);
+  }
+  probeIptables(plan);
+  checkDsrTargets(plan, previous);
+  warnings(n, warn);
+}
+
+// ---- plan objects ---------------------------------------------------------------------
+
+const chainKey = (p: Plan, table: string, chain: string) =>
+  `${p.iptables.binary}/${table}/${chain}`;
+const jumpKey = (p: Plan, table: string, from: string, to: string) =>
+  `${p.iptables.binary}/${table}/${from}->${to}`;
+
+/** Removes the iptables chains and jumps of `plan` that `keep` does not have. */
+function iptRemovePlan(plan: Plan, keep?: Plan): void {
+  const kept = new Set<string>();
+  for (const t of keep?.iptables.tables ?? []) {
+    for (const c of t.chains) kept.add(chainKey(keep as Plan, t.table, c.name));
+    for (const j of t.jumps) kept.add(jumpKey(keep as Plan, t.table, j.from, j.to));
+  }
+  for (const t of plan.iptables.tables) {
+    iptRemove(
+      plan.iptables.binary,
+      t.table,
+      t.chains.map((c) => c.name).filter((c) => !kept.has(chainKey(plan, t.table, c))),
+      t.jumps.filter((j) => !kept.has(jumpKey(plan, t.table, j.from, j.to))),
+    );
+  }
+}
+
+function iptApplyPlan(plan: Plan): void {
+  for (const t of plan.iptables.tables) {
+    const before = builtinSnapshot(plan.iptables.binary, t.table);
+    iptApplyTable(plan.iptables.binary, t);
+    noteCreatedBuiltins(plan.iptables.binary, t, before);
+  }
+}
+
+/** Whether everything of the plan is in place (then setting it up again changes nothing). */
+function planIntact(plan: Plan): boolean {
+  const [family, table] = plan.nftTable.split(" ");
+  const chains = nftChainRules(family, table);
+  if (!chains || !isDeepStrictEqual(Object.fromEntries(chains), plan.nftChains)) return false;
+  if (!plan.iptables.tables.every((t) => iptTableIntact(plan.iptables.binary, t))) return false;
+  return plan.ipItems.every(ipItemPresent);
+}
+
+/** Removes everything of the plans (tolerant); returns the problems met. */
+function removePlans(plans: readonly Plan[], keep?: Plan): string[] {
+  const problems: string[] = [];
+  const attempt = (what: string, fn: () => void) => {
+    try {
+      fn();
+    } catch (err) {
+      problems.push(`${what}: ${message(err)}`);
+    }
+  };
+  const keptItems = new Set(keep?.ipItems.map(ipItemKey) ?? []);
+  for (const plan of plans) {
+    // Traffic stops being queued/balanced first, then what acts on marks goes.
+    attempt("iptables", () => iptRemovePlan(plan, keep));
+    if (plan.nftTable !== keep?.nftTable) attempt("nft", () => nftRemoveTable(plan.nftTable));
+    for (const item of [...plan.ipItems].reverse()) {
+      if (!keptItems.has(ipItemKey(item))) attempt(ipItemKey(item), () => ipItemRemove(item));
+    }
+  }
+  attempt("builtin chains", cleanupBuiltins);
+  return problems;
+}
+
+class StepError extends SetupError {
+  constructor(
+    readonly original: unknown,
+    readonly undoProblems: string[],
+  ) {
+    super(message(original));
+  }
+}
+
+/** Steps 1-3 with an undo stack; throws StepError after undoing. */
+function applySteps(plan: Plan, previous: Plan | undefined, failAt?: FaultPoint): void {
+  const undo: { what: string; fn: () => void }[] = [];
+  const fault = (point: "after-ip" | "after-nft" | "after-iptables") => {
+    if (failAt === point) throw new SetupError(`injected failure (${point})`);
+    // As if the process died here: no rollback, the record says "applying".
+    if (failAt === `exit-${point}`) process.exit(70);
+  };
+  try {
+    const kept = new Set(previous?.ipItems.map(ipItemKey) ?? []);
+    for (const item of plan.ipItems) {
+      if (kept.has(ipItemKey(item)) && ipItemPresent(item)) continue;
+      // Same table, other gateway: a target of the earlier setup changed its address.
+      const earlier = previous?.ipItems.find(
+        (i) =>
+          i.kind === "route" &&
+          item.kind === "route" &&
+          i.family === item.family &&
+          i.table === item.table,
+      );
+      if (earlier && ipItemPresent(earlier)) {
+        ipRouteReplace(item);
+        undo.push({ what: ipItemKey(item), fn: () => ipRouteReplace(earlier) });
+        continue;
+      }
+      ipItemAdd(item);
+      undo.push({ what: ipItemKey(item), fn: () => ipItemRemove(item) });
+    }
+    fault("after-ip");
+
+    nftApply(plan.nft);
+    undo.push({
+      what: "nft",
+      fn: () =>
+        previous?.nftTable === plan.nftTable
+          ? nftApply(previous.nft)
+          : nftRemoveTable(plan.nftTable),
+    });
+    fault("after-nft");
+
+    // Registered before applying: a half-applied table (several restores) is undone too.
+    undo.push({
+      what: "iptables",
+      fn: () => {
+        iptRemovePlan(plan, previous);
+        if (previous) iptApplyPlan(previous);
+        cleanupBuiltins();
+      },
+    });
+    iptApplyPlan(plan);
+    fault("after-iptables");
+  } catch (err) {
+    const problems: string[] = [];
+    for (const u of undo.reverse()) {
+      try {
+        u.fn();
+      } catch (e) {
+        problems.push(`${u.what}: ${message(e)}`);
+      }
+    }
+    throw new StepError(err, problems);
+  }
+}
+
+// ---- API ------------------------------------------------------------------------------
+
+/**
+ * Preflight, apply, record (async only because it may wait for another setup's lock).
+ * Running it again with the same spec changes nothing (counters keep counting); with a
+ * changed spec it replaces the earlier rules. On failure nothing of this call is left
+ * (the earlier setup of the same name, if any, is put back) and a SetupError is thrown.
+ */
+export async function setup(spec: SetupSpec, options: SetupOptions = {}): Promise<void> {
+  const n = normalizeSpec(spec);
+  const plan = buildPlan(n);
+  const warn = options.warn ?? ((m: string) => process.stderr.write(`nflb: warning: ${m}\n`));
+  // Before the lock, which already writes under /run.
+  if (!hasNetAdmin()) {
+    throw new SetupError("nflb setup needs root (CAP_NET_ADMIN in this network namespace)");
+  }
+  await withNetnsLock(() => {
+    let old = readRecord(n.name);
+    if (old && old.state === "applied" && old.plans.length === 1) {
+      if (isDeepStrictEqual(old.plans[0], plan) && planIntact(plan)) {
+        if (!isDeepStrictEqual(old.spec, spec)) writeRecord({ ...old, spec, updatedAt: now() });
+        return;
+      }
+    } else if (old) {
+      // An interrupted or failed earlier run: clear all of it, then start afresh.
+      const problems = removePlans(old.plans);
+      if (problems.length > 0) {
+        throw new SetupError(
+          `an earlier incomplete setup "${n.name}" could not be removed: ${problems.join("; ")}`,
+        );
+      }
+      removeRecord(n.name);
+      old = undefined;
+    }
+    const previous = old?.plans[0];
+    preflight(n, plan, old?.plans ?? [], warn);
+
+    const base = { version: 1 as const, name: n.name, netns: netnsIdentity(), spec };
+    // Written first: if this process dies half-way, teardown still knows everything.
+    writeRecord({
+      ...base,
+      state: "applying",
+      plans: [plan, ...(old?.plans ?? [])],
+      updatedAt: now(),
+    });
+    try {
+      applySteps(plan, previous, options.failAt);
+    } catch (err) {
+      const e = err as StepError;
+      if (e.undoProblems.length > 0) {
+        writeRecord({
+          ...base,
+          state: "failed",
+          plans: [plan, ...(old?.plans ?? [])],
+          updatedAt: now(),
+        });
+        throw new SetupError(
+          `setup "${n.name}" failed (${e.message}) and the rollback is incomplete (${e.undoProblems.join("; ")}); run: nflb teardown ${n.name}`,
+        );
+      }
+      if (old) writeRecord(old);
+      else removeRecord(n.name);
+      throw new SetupError(`setup "${n.name}" failed and was rolled back: ${e.message}`);
+    }
+    const leftovers = previous ? removePlans([previous], plan) : [];
+    if (leftovers.length > 0) {
+      warn(`some rules of the previous setup "${n.name}" remain: ${leftovers.join("; ")}`);
+    }
+    writeRecord({
+      ...base,
+      state: "applied",
+      // Unremoved leftovers stay on record, so that teardown retries them.
+      plans: leftovers.length > 0 && previous ? [plan, previous] : [plan],
+      updatedAt: now(),
+    });
+  });
+}
+
+/**
+ * Removes exactly what the recorded setup added (async because of the lock). Returns false
+ * if there is no setup of that name in this network namespace.
+ */
+export async function teardown(name: string): Promise<boolean> {
+  if (!NAME_PATTERN.test(name)) throw new SetupError(`invalid setup name "${name}"`);
+  if (!hasNetAdmin()) throw new SetupError("nflb teardown needs root (CAP_NET_ADMIN)");
+  return withNetnsLock(() => {
+    const rec = readRecord(name);
+    if (!rec) return false;
+    const problems = removePlans(rec.plans);
+    if (problems.length > 0) {
+      writeRecord({ ...rec, state: "failed", updatedAt: now() });
+      throw new SetupError(`teardown "${name}" incomplete: ${problems.join("; ")}`);
+    }
+    removeRecord(name);
+    return true;
+  });
+}
+
+/** The spec of the setup recorded in this network namespace (sync). */
+export function readSetupRecord(name: string): SetupSpec | undefined {
+  if (!NAME_PATTERN.test(name)) return undefined;
+  return readRecord(name)?.spec;
+}
+
+/** The whole record, for `nflb show`-like commands (sync). */
+export function readSetupDetails(name: string): SetupRecord | undefined {
+  if (!NAME_PATTERN.test(name)) return undefined;
+  return readRecord(name);
+}
+
+function now(): string {
+  return new Date().toISOString();
+}

@@ -1,0 +1,42 @@
+// `nflb setup` / `nflb teardown`: the rule sets for nat, dsr and statistic load balancing.
+//
+// What lives where (name = the setup's name):
+//   nft table inet nflb_<name>          sets of VIPs/marks, per-target named counters,
+//                                       DNAT by mark, CONNMARK save/restore, --snat
+//   iptables-nft mangle NFLB-<name>     VIP -> NFQUEUE (nat, dsr); jumps from PREROUTING
+//                                       and OUTPUT (iptables-nft: no nft queue here)
+//   iptables-nft nat NFLB-<name>(-LB)   statistic nth/random + DNAT (statistic)
+//   ip rule pref P fwmark N table N     dsr, with `default via <target> table N`
+//   /run/nflb/netns-<inode>/<name>.setup.json   the record teardown works from
+//
+// Requirements the rules cannot meet by themselves (document them to users):
+//   nat: targets must route their replies back through the load balancer, unless --snat.
+//   dsr: targets carry the VIPs themselves (e.g. on lo, with arp_ignore=1/arp_announce=2
+//        and relaxed rp_filter) and sit on a directly connected network; the VIPs must not
+//        be local addresses of the load balancer; on a one-armed load balancer turn off
+//        ICMP redirects, or clients learn to bypass it.
+export { readSetupDetails, readSetupRecord, setup, teardown } from "./apply.js";
+export { readCounters } from "./counters.js";
+export type { SetupRecord } from "./record.js";
+export { listRecords as listSetups, runDir } from "./record.js";
+export {
+  buildPlan,
+  nthSlots,
+  type Plan,
+  portChunks,
+  type RenderedSetup,
+  renderPlan,
+  renderSetup,
+} from "./render.js";
+export {
+  type FaultPoint,
+  type RuleCounter,
+  type SetupCounters,
+  SetupError,
+  type SetupMode,
+  type SetupOptions,
+  type SetupProtocol,
+  type SetupSpec,
+  type SetupTarget,
+} from "./types.js";
+export { normalizeSpec, parsePorts, validateSpec } from "./validate.js";

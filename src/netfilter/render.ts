@@ -1,0 +1,471 @@
+// Renders a normalised spec into the exact rule sets that setup() applies. Pure.
+//
+// Packet path (prerouting; output is the same with the locally originated traffic):
+//   -150 mangle (iptables-nft)   NFLB-<name>: VIP/proto/ports -> NFQUEUE (nat, dsr).
+//                                 This kernel has no nft `queue` expression, so this one
+//                                 rule goes through iptables-nft (xt compat).
+//   -140 inet nflb_<name>        nat --syn-only: save the daemon's mark into conntrack on
+//                                 NEW, restore it on later packets. A queue verdict ACCEPT
+//                                 resumes at the next hook priority, not at the next rule,
+//                                 so this must be a chain of its own after mangle.
+//                                 dsr: per-target packet counters by mark.
+//   -100 inet nflb_<name>        nat: DNAT by mark (nat chains see only a flow's first
+//        nat NFLB-<name>           packet; conntrack applies the binding to the rest).
+//                                 statistic: iptables `statistic` rules + DNAT.
+//    -90 inet nflb_<name>        nat/statistic: per-target packet counters (after DNAT).
+//   routing                      dsr: `ip rule fwmark N table N`, default via target.
+//    100 inet nflb_<name>        --snat: masquerade towards the targets.
+
+import type { SetupSpec } from "./types.js";
+import {
+  type Family,
+  type NormalizedSpec,
+  type NormalizedTarget,
+  normalizeSpec,
+  type PortRange,
+  reducedWeights,
+} from "./validate.js";
+
+export type IptTableName = "mangle" | "nat";
+/** A rule is its iptables arguments after "-A <chain>". */
+export interface IptChain {
+  name: string;
+  rules: string[][];
+}
+export interface IptJump {
+  from: "PREROUTING" | "OUTPUT";
+  to: string;
+}
+export interface IptTablePlan {
+  table: IptTableName;
+  chains: IptChain[];
+  jumps: IptJump[];
+}
+export interface IpItem {
+  kind: "route" | "rule";
+  family: Family;
+  fwmark: number;
+  table: number;
+  /** rule: its preference. */
+  pref?: number;
+  /** route: the gateway of the table's default route. */
+  via?: string;
+}
+
+/** Everything one setup owns; also what the record keeps for teardown. */
+export interface Plan {
+  name: string;
+  mode: NormalizedSpec["mode"];
+  family: Family;
+  /** nft table "inet nflb_<name>", replaced atomically by `nft`. */
+  nftTable: string;
+  nft: string;
+  /** Chains of the nft table and their rule counts, to tell whether the table is intact. */
+  nftChains: Record<string, number>;
+  iptables: { binary: "iptables-nft" | "ip6tables-nft"; tables: IptTablePlan[] };
+  /** dsr: routes then rules, in the order they are added. */
+  ipItems: IpItem[];
+  targets: NormalizedTarget[];
+}
+
+export interface RenderedSetup {
+  /** The `nft -f -` script (replaces the table in one transaction). */
+  nft: string;
+  /** The iptables-nft commands, one argv each (applied as one iptables-nft-restore). */
+  iptables: string[][];
+  /** The same rules as `iptables-nft-restore --noflush` input. */
+  iptablesRestore: string;
+  /** `ip rule` / `ip route` commands (dsr), one argv each, in order. */
+  ipRules: string[][];
+}
+
+export const nftTableName = (name: string): string => `nflb_${name}`;
+export const queueChainName = (name: string): string => `NFLB-${name}`;
+export const balanceChainName = (name: string): string => `NFLB-${name}-LB`;
+export const queueComment = (name: string): string => `nflb:${name}:queue`;
+export const targetComment = (name: string, fwmark: number): string =>
+  `nflb:${name}:fwmark=${fwmark}`;
+
+/** multiport takes at most 15 ports per rule, a range counting as two. */
+export function portChunks(ports: readonly PortRange[]): string[] {
+  const chunks: string[] = [];
+  let cur: string[] = [];
+  let used = 0;
+  for (const [lo, hi] of ports) {
+    const cost = lo === hi ? 1 : 2;
+    if (used + cost > 15) {
+      chunks.push(cur.join(","));
+      cur = [];
+      used = 0;
+    }
+    cur.push(lo === hi ? String(lo) : `${lo}:${hi}`);
+    used += cost;
+  }
+  if (cur.length > 0) chunks.push(cur.join(","));
+  return chunks;
+}
+
+/** The match part shared by the queue rules and the statistic entry rules. */
+function selectors(n: NormalizedSpec): string[][] {
+  const out: string[][] = [];
+  const protos = n.protocols.length > 0 ? n.protocols : [undefined];
+  const chunks = n.ports.length > 0 ? portChunks(n.ports) : [undefined];
+  for (const vip of n.vips) {
+    for (const proto of protos) {
+      if (!proto) {
+        out.push(["-d", vip]);
+        continue;
+      }
+      for (const chunk of chunks) {
+        out.push([
+          "-d",
+          vip,
+          "-p",
+          proto,
+          ...(chunk ? ["-m", "multiport", "--dports", chunk] : []),
+        ]);
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Smooth weighted round robin (as in nginx): an order of W slots (W = sum of the reduced
+ * weights) in which every target appears weight times, spread out rather than bunched.
+ */
+export function nthSlots(weights: readonly number[]): number[] {
+  const w = reducedWeights(weights);
+  const total = w.reduce((a, b) => a + b, 0);
+  const current = w.map(() => 0);
+  const slots: number[] = [];
+  for (let s = 0; s < total; s++) {
+    let best = -1;
+    for (let i = 0; i < w.length; i++) {
+      if (w[i] === 0) continue;
+      current[i] += w[i];
+      if (best < 0 || current[i] > current[best]) best = i;
+    }
+    current[best] -= total;
+    slots.push(best);
+  }
+  return slots;
+}
+
+function dnatArgs(n: NormalizedSpec, t: NormalizedTarget): string[] {
+  return [
+    "-m",
+    "comment",
+    "--comment",
+    targetComment(n.name, t.fwmark),
+    "-j",
+    "DNAT",
+    "--to-destination",
+    t.address,
+  ];
+}
+
+/**
+ * statistic: rule k of a chain sees only what rules 0..k-1 did not take, so
+ * `nth --every (W-k)` in slot k takes exactly one of every W new connections, and
+ * `random --probability w_k / (w_k + ... + w_last)` gives target k the share w_k / W.
+ */
+function statisticRules(n: NormalizedSpec): string[][] {
+  const rules: string[][] = [];
+  if (n.statistic === "nth") {
+    const slots = nthSlots(n.targets.map((t) => t.weight));
+    slots.forEach((idx, k) => {
+      const every = slots.length - k;
+      const match =
+        every > 1
+          ? ["-m", "statistic", "--mode", "nth", "--every", String(every), "--packet", "0"]
+          : [];
+      rules.push([...match, ...dnatArgs(n, n.targets[idx])]);
+    });
+    return rules;
+  }
+  const active = n.targets.filter((t) => t.weight > 0);
+  let remaining = active.reduce((a, t) => a + t.weight, 0);
+  active.forEach((t, k) => {
+    const last = k === active.length - 1;
+    const match = last
+      ? []
+      : [
+          "-m",
+          "statistic",
+          "--mode",
+          "random",
+          "--probability",
+          (t.weight / remaining).toFixed(11),
+        ];
+    rules.push([...match, ...dnatArgs(n, t)]);
+    remaining -= t.weight;
+  });
+  return rules;
+}
+
+function iptablesPlan(n: NormalizedSpec): IptTablePlan {
+  const entry = queueChainName(n.name);
+  const jumps: IptJump[] = [
+    { from: "PREROUTING", to: entry },
+    { from: "OUTPUT", to: entry },
+  ];
+  if (n.mode === "statistic") {
+    const lb = balanceChainName(n.name);
+    return {
+      table: "nat",
+      chains: [
+        { name: entry, rules: selectors(n).map((sel) => [...sel, "-j", lb]) },
+        { name: lb, rules: statisticRules(n) },
+      ],
+      jumps,
+    };
+  }
+  const queue =
+    n.queue.first === n.queue.last
+      ? ["--queue-num", String(n.queue.first)]
+      : ["--queue-balance", `${n.queue.first}:${n.queue.last}`];
+  const rules = selectors(n).map((sel) => [
+    ...sel,
+    ...(n.synOnly ? ["-m", "conntrack", "--ctstate", "NEW"] : []),
+    "-m",
+    "comment",
+    "--comment",
+    queueComment(n.name),
+    "-j",
+    "NFQUEUE",
+    ...queue,
+    ...(n.queueBypass ? ["--queue-bypass"] : []),
+  ]);
+  return { table: "mangle", chains: [{ name: entry, rules }], jumps };
+}
+
+function ipItems(n: NormalizedSpec): IpItem[] {
+  if (n.mode !== "dsr") return [];
+  const routes: IpItem[] = n.targets.map((t) => ({
+    kind: "route",
+    family: n.family,
+    fwmark: t.fwmark,
+    table: t.fwmark,
+    via: t.address,
+  }));
+  const rules: IpItem[] = n.targets.map((t) => ({
+    kind: "rule",
+    family: n.family,
+    fwmark: t.fwmark,
+    table: t.fwmark,
+    pref: n.rulePriority,
+  }));
+  // Routes first: a rule pointing at an empty table would only fall through anyway,
+  // but this way every rule works from the moment it exists.
+  return [...routes, ...rules];
+}
+
+/** "replace" is for routes only. */
+export function ipItemArgs(item: IpItem, op: "add" | "del" | "replace"): string[] {
+  const fam = item.family === 4 ? "-4" : "-6";
+  if (item.kind === "route") {
+    return ["ip", fam, "route", op, "default", "via", item.via ?? "", "table", String(item.table)];
+  }
+  return [
+    "ip",
+    fam,
+    "rule",
+    op,
+    "pref",
+    String(item.pref),
+    "fwmark",
+    String(item.fwmark),
+    "table",
+    String(item.table),
+  ];
+}
+
+export function ipItemKey(item: IpItem): string {
+  return ipItemArgs(item, "add").join(" ");
+}
+
+function nftElements(items: readonly string[]): string {
+  return `{ ${items.join(", ")} }`;
+}
+
+function nftScript(n: NormalizedSpec): { script: string; chains: Record<string, number> } {
+  const table = `inet ${nftTableName(n.name)}`;
+  const ip = n.family === 4 ? "ip" : "ip6";
+  const addrType = n.family === 4 ? "ipv4_addr" : "ipv6_addr";
+  const marks = n.targets.map((t) => String(t.fwmark));
+  const L: string[] = [];
+  const chains: Record<string, number> = {};
+  const chain = (
+    name: string,
+    type: "filter" | "nat" | "route",
+    hook: string,
+    prio: string,
+    rules: string[],
+  ) => {
+    chains[name] = rules.length;
+    L.push(`\tchain ${name} {`);
+    L.push(`\t\ttype ${type} hook ${hook} priority ${prio}; policy accept;`);
+    for (const r of rules) L.push(`\t\t${r}`);
+    L.push("\t}");
+  };
+
+  L.push(`# nflb setup ${n.name} (${n.mode}, IPv${n.family}): replaces the table atomically`);
+  // "add, delete, define" in one transaction: works whether or not the table exists.
+  L.push(`table ${table}`);
+  L.push(`delete table ${table}`);
+  L.push(`table ${table} {`);
+  L.push(`\tcomment "nflb setup ${n.name} (${n.mode}); remove with: nflb teardown ${n.name}"`);
+  L.push(`\tset vips {`);
+  L.push(`\t\ttype ${addrType}; flags interval;`);
+  L.push(`\t\telements = ${nftElements(n.vips)}`);
+  L.push("\t}");
+  if (n.mode !== "statistic") {
+    L.push(`\tset marks {`);
+    L.push("\t\ttype mark;");
+    L.push(`\t\telements = ${nftElements(marks)}`);
+    L.push("\t}");
+  }
+  if (n.snat) {
+    L.push(`\tset targets {`);
+    L.push(`\t\ttype ${addrType};`);
+    L.push(`\t\telements = ${nftElements(n.targets.map((t) => t.address))}`);
+    L.push("\t}");
+  }
+  for (const t of n.targets) {
+    if (n.mode === "nat") L.push(`\tcounter conn_${t.fwmark} { comment "${t.address}"; }`);
+    L.push(`\tcounter pkts_${t.fwmark} { comment "${t.address}"; }`);
+  }
+  const pktsKey = n.mode === "dsr" ? "mark" : addrType;
+  L.push(`\tmap pkts_counters {`);
+  L.push(`\t\ttype ${pktsKey} : counter;`);
+  L.push(
+    `\t\telements = ${nftElements(
+      n.targets.map((t) => `${n.mode === "dsr" ? t.fwmark : t.address} : "pkts_${t.fwmark}"`),
+    )}`,
+  );
+  L.push("\t}");
+  if (n.mode === "nat") {
+    L.push(`\tmap conn_counters {`);
+    L.push("\t\ttype mark : counter;");
+    L.push(
+      `\t\telements = ${nftElements(n.targets.map((t) => `${t.fwmark} : "conn_${t.fwmark}"`))}`,
+    );
+    L.push("\t}");
+    L.push(`\tmap target_addrs {`);
+    L.push(`\t\ttype mark : ${addrType};`);
+    L.push(`\t\telements = ${nftElements(n.targets.map((t) => `${t.fwmark} : ${t.address}`))}`);
+    L.push("\t}");
+  }
+
+  if (n.mode === "nat") {
+    if (n.synOnly) {
+      const connmark = [
+        // The daemon saw this flow's first packet: keep its choice in conntrack ...
+        `${ip} daddr @vips ct state new meta mark @marks ct mark set meta mark`,
+        // ... and show it on the packets that no longer go to user space.
+        `ct direction original ct state established,related ${ip} daddr @vips ct mark @marks meta mark set ct mark`,
+      ];
+      chain("connmark_prerouting", "filter", "prerouting", "mangle + 10", connmark);
+      // A route chain: a changed mark on a local packet triggers a new routing lookup.
+      chain("connmark_output", "route", "output", "mangle + 10", connmark);
+    }
+    const dnat = [
+      `${ip} daddr @vips meta mark @marks counter name meta mark map @conn_counters dnat ${ip} to meta mark map @target_addrs`,
+    ];
+    chain("dnat_prerouting", "nat", "prerouting", "dstnat", dnat);
+    chain("dnat_output", "nat", "output", "-100", dnat);
+  }
+  if (n.mode === "dsr") {
+    const count = [`${ip} daddr @vips meta mark @marks counter name meta mark map @pkts_counters`];
+    chain("count_prerouting", "filter", "prerouting", "mangle + 10", count);
+    chain("count_output", "filter", "output", "mangle + 10", count);
+  } else {
+    // After DNAT the destination is the target; the conntrack still knows the VIP.
+    const count = [
+      `ct direction original ct original ${ip} daddr @vips counter name ${ip} daddr map @pkts_counters`,
+    ];
+    chain("count_prerouting", "filter", "prerouting", "dstnat + 10", count);
+    chain("count_output", "filter", "output", "-90", count);
+  }
+  if (n.snat) {
+    chain("snat_postrouting", "nat", "postrouting", "srcnat", [
+      `ct status dnat ct original ${ip} daddr @vips ${ip} daddr @targets counter masquerade`,
+    ]);
+  }
+  L.push("}");
+  return { script: `${L.join("\n")}\n`, chains };
+}
+
+export function buildPlan(n: NormalizedSpec): Plan {
+  const nft = nftScript(n);
+  return {
+    name: n.name,
+    mode: n.mode,
+    family: n.family,
+    nftTable: `inet ${nftTableName(n.name)}`,
+    nft: nft.script,
+    nftChains: nft.chains,
+    iptables: {
+      binary: n.family === 4 ? "iptables-nft" : "ip6tables-nft",
+      tables: [iptablesPlan(n)],
+    },
+    ipItems: ipItems(n),
+    targets: n.targets,
+  };
+}
+
+/** Quotes an argument for iptables-restore input when it needs it. */
+function restoreQuote(arg: string): string {
+  return /^[A-Za-z0-9_.:,/=+-]+$/.test(arg) ? arg : `"${arg.replace(/(["\\])/g, "\\$1")}"`;
+}
+
+/**
+ * iptables-nft-restore --noflush input for one table: declaring a user chain (":NAME")
+ * creates it or flushes it, so the whole chain content is replaced in one transaction.
+ * Jumps are appended only when missing (`presentJumps`), so reapplying adds none twice.
+ */
+export function iptablesRestoreText(
+  t: IptTablePlan,
+  presentJumps: ReadonlySet<string> = new Set(),
+): string {
+  const L = [`*${t.table}`];
+  for (const c of t.chains) L.push(`:${c.name} - [0:0]`);
+  for (const c of t.chains) {
+    for (const r of c.rules) L.push(["-A", c.name, ...r].map(restoreQuote).join(" "));
+  }
+  for (const j of t.jumps) {
+    const line = jumpLine(j);
+    if (!presentJumps.has(line)) L.push(line);
+  }
+  L.push("COMMIT");
+  return `${L.join("\n")}\n`;
+}
+
+/** A jump exactly as iptables-save prints it. */
+export function jumpLine(j: IptJump): string {
+  return `-A ${j.from} -j ${j.to}`;
+}
+
+export function renderPlan(plan: Plan): RenderedSetup {
+  const bin = plan.iptables.binary;
+  const iptables: string[][] = [];
+  for (const t of plan.iptables.tables) {
+    for (const c of t.chains) iptables.push([bin, "-t", t.table, "-N", c.name]);
+    for (const c of t.chains) {
+      for (const r of c.rules) iptables.push([bin, "-t", t.table, "-A", c.name, ...r]);
+    }
+    for (const j of t.jumps) iptables.push([bin, "-t", t.table, "-A", j.from, "-j", j.to]);
+  }
+  return {
+    nft: plan.nft,
+    iptables,
+    iptablesRestore: plan.iptables.tables.map((t) => iptablesRestoreText(t)).join(""),
+    ipRules: plan.ipItems.map((i) => ipItemArgs(i, "add")),
+  };
+}
+
+/** Pure: validates (throws SetupError) and returns the exact rule sets setup() applies. */
+export function renderSetup(spec: SetupSpec): RenderedSetup {
+  return renderPlan(buildPlan(normalizeSpec(spec)));
+}

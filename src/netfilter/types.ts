@@ -1,0 +1,85 @@
+// Public types of `nflb setup` / `nflb teardown`. Pure declarations, no I/O.
+
+/**
+ * nat: NFQUEUE marks, DNAT by mark. dsr: NFQUEUE marks, policy routing by mark.
+ * statistic: no daemon, iptables `statistic` rules choose and DNAT in the kernel.
+ */
+export type SetupMode = "nat" | "dsr" | "statistic";
+export type SetupProtocol = "tcp" | "udp" | "sctp";
+
+export interface SetupTarget {
+  /** 1..2^32-1, unique; the daemon marks a packet with it. In dsr mode also the routing table. */
+  fwmark: number;
+  /** A unicast address of the VIPs' family (no prefix length). */
+  address: string;
+  /** Integer >= 0; 0 = no new traffic (statistic); the daemon's Maglev uses it in nat/dsr. */
+  weight: number;
+}
+
+export interface SetupSpec {
+  /** 1-20 characters [A-Za-z0-9_-], starting with a letter or digit. */
+  name: string;
+  mode: SetupMode;
+  /** Addresses or CIDRs ("10.0.0.1", "10.0.1.0/24"), all of one family, not overlapping. */
+  vips: string[];
+  targets: SetupTarget[];
+  /** NFQUEUE number(s), 0..65535 (nat/dsr). first == last: one queue, else --queue-balance. */
+  queue: { first: number; last: number };
+  /** nat/dsr: accept (without a mark) instead of dropping when no daemon listens. */
+  queueBypass: boolean;
+  /** nat only: queue only packets of new conntrack flows; conntrack carries the rest. */
+  synOnly: boolean;
+  /** Empty = all protocols. */
+  protocols: SetupProtocol[];
+  /** "" = all ports, else e.g. "80,443,8000-8100"; with no protocols it means tcp, udp, sctp. */
+  ports: string;
+  /** statistic mode: nth = exact (weighted) round robin, random = probability by weight. */
+  statistic: "nth" | "random";
+  /** nat/statistic: masquerade towards the targets (then they need no route back via the LB). */
+  snat: boolean;
+  /** dsr: preference of the `ip rule fwmark N table N` rules (default 1000). */
+  rulePriority?: number;
+}
+
+export interface RuleCounter {
+  fwmark: number;
+  address: string;
+  /**
+   * Packets (bytes) sent to this target, client -> target direction. nat/statistic: every
+   * packet of the target's conntrack flows to the VIPs; dsr: every packet carrying its mark.
+   */
+  packets: number;
+  bytes: number;
+  /** New connections sent to the target (nat, statistic: its DNAT rule); absent in dsr. */
+  connections?: number;
+}
+
+export interface SetupCounters {
+  /** Packets the NFQUEUE rule(s) matched (nat/dsr; zero in statistic mode). */
+  queued: { packets: number; bytes: number };
+  targets: RuleCounter[];
+}
+
+/** Thrown for invalid specs, failed preflight checks and failed (rolled back) setups. */
+export class SetupError extends Error {
+  override name = "SetupError";
+}
+
+/**
+ * Test-only: make setup fail after one of its steps, to prove the rollback, or exit the
+ * process there ("exit-..."), to prove that teardown and setup recover from a crash.
+ */
+export type FaultPoint =
+  | "after-ip"
+  | "after-nft"
+  | "after-iptables"
+  | "exit-after-ip"
+  | "exit-after-nft"
+  | "exit-after-iptables";
+
+export interface SetupOptions {
+  /** Receives non-fatal findings (e.g. forwarding disabled). Default: write to stderr. */
+  warn?: (message: string) => void;
+  /** Test-only fault injection. */
+  failAt?: FaultPoint;
+}

@@ -1,0 +1,300 @@
+// Validation and normalisation of a SetupSpec. Pure: no I/O, so --dry-run and the unit
+// tests see exactly what setup() would apply.
+import ipaddr from "ipaddr.js";
+import { SetupError, type SetupProtocol, type SetupSpec } from "./types.js";
+
+export type Family = 4 | 6;
+export type PortRange = readonly [number, number];
+
+export interface NormalizedTarget {
+  fwmark: number;
+  /** Canonical text form (RFC 5952 for IPv6), as nft and iptables print it. */
+  address: string;
+  weight: number;
+}
+
+export interface NormalizedSpec {
+  name: string;
+  mode: SetupSpec["mode"];
+  family: Family;
+  /** Canonical CIDRs, e.g. "10.0.0.1/32". */
+  vips: string[];
+  targets: NormalizedTarget[];
+  queue: { first: number; last: number };
+  queueBypass: boolean;
+  synOnly: boolean;
+  /** Effective protocols: [] = all; ports without protocols mean tcp, udp and sctp. */
+  protocols: SetupProtocol[];
+  /** [] = all ports. */
+  ports: PortRange[];
+  statistic: "nth" | "random";
+  snat: boolean;
+  rulePriority: number;
+}
+
+export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,19}$/;
+const PROTOCOLS: readonly SetupProtocol[] = ["tcp", "udp", "sctp"];
+const MAX_WEIGHT = 1_000_000;
+/** nth with weights needs one rule per slot of the (gcd-reduced) weight sum. */
+export const MAX_NTH_SLOTS = 1000;
+export const DEFAULT_RULE_PRIORITY = 1000;
+/** Routing tables 253-255 are default/main/local: a dsr fwmark must not name them. */
+const RESERVED_TABLES = new Set([253, 254, 255]);
+
+type Addr = ipaddr.IPv4 | ipaddr.IPv6;
+
+function familyOf(a: Addr): Family {
+  return a.kind() === "ipv4" ? 4 : 6;
+}
+
+export function canonicalAddress(a: Addr): string {
+  return a instanceof ipaddr.IPv6 ? a.toRFC5952String() : a.toString();
+}
+
+/** Parses a plain IPv4 (dotted quad only) or IPv6 address (no zone); undefined if invalid. */
+export function parseAddress(text: string): Addr | undefined {
+  if (ipaddr.IPv4.isValidFourPartDecimal(text)) return ipaddr.IPv4.parse(text);
+  if (!text.includes("%") && ipaddr.IPv6.isValid(text)) return ipaddr.IPv6.parse(text);
+  return undefined;
+}
+
+function parseVip(text: string, errors: string[]): [Addr, number] | undefined {
+  const [addrText, lenText, extra] = String(text).split("/");
+  const addr = parseAddress(addrText ?? "");
+  if (!addr || extra !== undefined) {
+    errors.push(`VIP "${text}" is not an IPv4/IPv6 address or CIDR`);
+    return undefined;
+  }
+  const bits = addr.kind() === "ipv4" ? 32 : 128;
+  let len = bits;
+  if (lenText !== undefined) {
+    if (!/^\d{1,3}$/.test(lenText) || Number(lenText) > bits) {
+      errors.push(`VIP "${text}" has an invalid prefix length (0..${bits})`);
+      return undefined;
+    }
+    len = Number(lenText);
+  }
+  if (len === 0) {
+    errors.push(`VIP "${text}" would capture all traffic (prefix length 0)`);
+    return undefined;
+  }
+  if (addr instanceof ipaddr.IPv6 && addr.isIPv4MappedAddress()) {
+    errors.push(`VIP "${text}" is IPv4-mapped: use the IPv4 form`);
+    return undefined;
+  }
+  const network = (
+    addr.kind() === "ipv4"
+      ? ipaddr.IPv4.networkAddressFromCIDR(`${addr.toString()}/${len}`)
+      : ipaddr.IPv6.networkAddressFromCIDR(`${addr.toString()}/${len}`)
+  ) as Addr;
+  if (canonicalAddress(network) !== canonicalAddress(addr)) {
+    errors.push(
+      `VIP "${text}" has host bits set (did you mean ${canonicalAddress(network)}/${len}?)`,
+    );
+    return undefined;
+  }
+  return [addr, len];
+}
+
+/** "80,443,8000-8100" -> [[80,80],[443,443],[8000,8100]]; throws SetupError. */
+export function parsePorts(text: string): PortRange[] {
+  if (text.trim() === "") return [];
+  const ranges: PortRange[] = [];
+  for (const item of text.split(",")) {
+    const m = /^\s*(\d{1,5})(?:\s*-\s*(\d{1,5}))?\s*$/.exec(item);
+    const lo = m ? Number(m[1]) : Number.NaN;
+    const hi = m?.[2] !== undefined ? Number(m[2]) : lo;
+    if (!m || lo < 1 || hi > 65535 || lo > hi) {
+      throw new SetupError(
+        `invalid port "${item.trim()}" in "${text}": expected a port 1-65535 or a range lo-hi, comma separated`,
+      );
+    }
+    ranges.push([lo, hi]);
+  }
+  return ranges;
+}
+
+function isUint(v: unknown, max: number): v is number {
+  return typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= max;
+}
+
+function gcd(a: number, b: number): number {
+  return b === 0 ? a : gcd(b, a % b);
+}
+
+/** Weights divided by their gcd (zero weights stay zero). */
+export function reducedWeights(weights: readonly number[]): number[] {
+  const g = weights.reduce((acc, w) => gcd(acc, w), 0) || 1;
+  return weights.map((w) => w / g);
+}
+
+/** Validates and normalises; throws one SetupError listing every problem found. */
+export function normalizeSpec(spec: SetupSpec): NormalizedSpec {
+  const errors: string[] = [];
+  const s = spec as Partial<SetupSpec>;
+  const name = String(s.name ?? "");
+  if (!NAME_PATTERN.test(name)) {
+    errors.push(
+      `name "${name}" must be 1-20 characters of A-Z a-z 0-9 _ - and start with a letter or digit`,
+    );
+  }
+  const mode = s.mode;
+  if (mode !== "nat" && mode !== "dsr" && mode !== "statistic") {
+    errors.push(`mode "${String(mode)}" must be nat, dsr or statistic`);
+  }
+
+  // VIPs: one family, no overlap.
+  const vips: [Addr, number][] = [];
+  if (!Array.isArray(s.vips) || s.vips.length === 0) errors.push("at least one VIP is needed");
+  for (const text of s.vips ?? []) {
+    const v = parseVip(text, errors);
+    if (v) vips.push(v);
+  }
+  const family: Family = vips.length > 0 ? familyOf(vips[0][0]) : 4;
+  if (vips.some(([a]) => familyOf(a) !== family)) {
+    errors.push(
+      "VIPs mix IPv4 and IPv6: one setup balances one family (make one setup per family)",
+    );
+  }
+  for (let i = 0; i < vips.length; i++) {
+    for (let j = i + 1; j < vips.length; j++) {
+      const [a, al] = vips[i];
+      const [b, bl] = vips[j];
+      if (a.kind() !== b.kind()) continue;
+      if (a.match(b, Math.min(al, bl))) {
+        errors.push(`VIPs ${canonicalAddress(a)}/${al} and ${canonicalAddress(b)}/${bl} overlap`);
+      }
+    }
+  }
+
+  // Targets.
+  const targets: NormalizedTarget[] = [];
+  const marks = new Set<number>();
+  const addrs = new Set<string>();
+  if (!Array.isArray(s.targets) || s.targets.length === 0) {
+    errors.push("at least one target is needed");
+  }
+  for (const t of s.targets ?? []) {
+    const label = `target ${JSON.stringify(t?.address)} (fwmark ${String(t?.fwmark)})`;
+    if (!isUint(t?.fwmark, 0xffffffff) || t.fwmark === 0) {
+      errors.push(`${label}: fwmark must be an integer 1..4294967295`);
+    } else if (marks.has(t.fwmark)) {
+      errors.push(`fwmark ${t.fwmark} is used by more than one target`);
+    } else {
+      marks.add(t.fwmark);
+      if (mode === "dsr" && RESERVED_TABLES.has(t.fwmark)) {
+        errors.push(
+          `${label}: in dsr mode the fwmark is also the routing table, and 253-255 are the kernel's default/main/local tables`,
+        );
+      }
+    }
+    if (!isUint(t?.weight, MAX_WEIGHT)) {
+      errors.push(`${label}: weight must be an integer 0..${MAX_WEIGHT}`);
+    }
+    const addr = typeof t?.address === "string" ? parseAddress(t.address) : undefined;
+    if (!addr) {
+      errors.push(`${label}: address is not an IPv4/IPv6 address (no prefix length)`);
+      continue;
+    }
+    const range = addr.range();
+    if (["unspecified", "multicast", "loopback", "broadcast"].includes(range)) {
+      errors.push(`${label}: a target must be a unicast address, not ${range}`);
+    }
+    if (addr instanceof ipaddr.IPv6 && addr.isIPv4MappedAddress()) {
+      errors.push(`${label}: IPv4-mapped address: use the IPv4 form`);
+    }
+    if (vips.length > 0 && familyOf(addr) !== family) {
+      errors.push(`${label}: address family differs from the VIPs' (IPv${family})`);
+    }
+    for (const [v, len] of vips) {
+      if (v.kind() === addr.kind() && addr.match(v, len)) {
+        errors.push(`${label}: address lies inside VIP ${canonicalAddress(v)}/${len}`);
+      }
+    }
+    const canon = canonicalAddress(addr);
+    if (addrs.has(canon)) errors.push(`target address ${canon} is listed twice`);
+    addrs.add(canon);
+    targets.push({ fwmark: t.fwmark, address: canon, weight: t.weight });
+  }
+  if (targets.length > 0 && targets.every((t) => t.weight === 0)) {
+    errors.push("every target has weight 0: nothing could receive traffic");
+  }
+
+  // Queue (nat/dsr only).
+  const queue = s.queue ?? { first: 0, last: 0 };
+  if (mode !== "statistic") {
+    if (!isUint(queue.first, 65535) || !isUint(queue.last, 65535) || queue.first > queue.last) {
+      errors.push(
+        `queue ${String(queue.first)}:${String(queue.last)} must be 0..65535 with first <= last`,
+      );
+    }
+  }
+  for (const key of ["queueBypass", "synOnly", "snat"] as const) {
+    if (typeof s[key] !== "boolean") errors.push(`${key} must be true or false`);
+  }
+  if (s.synOnly && mode !== "nat") {
+    errors.push(
+      mode === "statistic"
+        ? "--syn-only applies to --mode nat (statistic rules only ever see new connections)"
+        : "--syn-only needs --mode nat (dsr keeps no conntrack state to carry the mark)",
+    );
+  }
+  if (s.snat && mode === "dsr") {
+    errors.push("--snat needs --mode nat or statistic (dsr targets answer the client directly)");
+  }
+  if (s.statistic !== "nth" && s.statistic !== "random") {
+    errors.push(`statistic "${String(s.statistic)}" must be nth or random`);
+  }
+  const rulePriority = s.rulePriority ?? DEFAULT_RULE_PRIORITY;
+  if (!isUint(rulePriority, 32765) || rulePriority === 0) {
+    errors.push(`rule priority ${String(rulePriority)} must be 1..32765`);
+  }
+
+  // Protocols and ports.
+  const protocols: SetupProtocol[] = [];
+  if (!Array.isArray(s.protocols)) errors.push("protocols must be a list");
+  for (const p of s.protocols ?? []) {
+    if (!PROTOCOLS.includes(p)) errors.push(`protocol "${String(p)}" must be tcp, udp or sctp`);
+    else if (protocols.includes(p)) errors.push(`protocol ${p} is listed twice`);
+    else protocols.push(p);
+  }
+  let ports: PortRange[] = [];
+  try {
+    ports = parsePorts(String(s.ports ?? ""));
+  } catch (err) {
+    errors.push((err as Error).message);
+  }
+
+  if (mode === "statistic" && s.statistic === "nth" && targets.length > 0) {
+    const slots = reducedWeights(targets.map((t) => t.weight)).reduce((a, b) => a + b, 0);
+    if (slots > MAX_NTH_SLOTS) {
+      errors.push(
+        `nth round robin with these weights needs ${slots} rules (max ${MAX_NTH_SLOTS}): use smaller weights or --statistic random`,
+      );
+    }
+  }
+
+  if (errors.length > 0) {
+    throw new SetupError(`invalid setup "${name}": ${errors.join("; ")}`);
+  }
+  return {
+    name,
+    mode: mode as SetupSpec["mode"],
+    family,
+    vips: vips.map(([a, len]) => `${canonicalAddress(a)}/${len}`),
+    targets,
+    queue: { first: queue.first, last: queue.last },
+    queueBypass: s.queueBypass as boolean,
+    synOnly: s.synOnly as boolean,
+    protocols: protocols.length === 0 && ports.length > 0 ? [...PROTOCOLS] : protocols,
+    ports,
+    statistic: s.statistic as "nth" | "random",
+    snat: s.snat as boolean,
+    rulePriority,
+  };
+}
+
+/** Throws a SetupError with a clear message if the spec cannot be applied. */
+export function validateSpec(spec: SetupSpec): void {
+  normalizeSpec(spec);
+}
