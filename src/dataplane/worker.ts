@@ -1,0 +1,166 @@
+// One worker_thread per queue: its own netlink socket, its own copy of the table, its
+// own counters. Data flows one way: socket -> batch -> classify -> lookup -> verdicts.
+import { statSync } from "node:fs";
+import { parentPort, workerData } from "node:worker_threads";
+import {
+  NfQueue,
+  type PacketBatch,
+  type QueueOptions,
+  type VerdictWriter,
+} from "../nfqueue/queue.js";
+import { classify, flowHash, PacketInfo } from "../packet/index.js";
+import { openState, type StateFile } from "../state/store.js";
+import { C, INVALID_REASON_SLOTS, mapCounters } from "./counters.js";
+import { LbView, NO_SLOT } from "./lbview.js";
+
+export interface WorkerConfig {
+  name: string;
+  queue: QueueOptions;
+  /** Mark for packets when no target is active; 0 = drop them. */
+  notargetsFwmark: number;
+  /** Accept invalid packets unmarked instead of dropping them. */
+  acceptInvalid: boolean;
+}
+
+export type WorkerMessage =
+  | { type: "ready"; queue: number }
+  | { type: "error"; queue: number; message: string }
+  | { type: "log"; level: "warning" | "notice" | "info" | "debug"; message: string }
+  | { type: "stopped"; queue: number };
+
+const config = workerData as WorkerConfig;
+const port = parentPort;
+if (!port) throw new Error("worker.ts runs only as a worker_thread");
+
+function post(message: WorkerMessage): void {
+  port?.postMessage(message);
+}
+
+let state: StateFile;
+let view: LbView;
+let counters: Float64Array;
+let queue: NfQueue;
+const info = new PacketInfo();
+let classifyOptions = { sctpPortsOnly: true, sctpEncapPort: 0 };
+
+function attachState(): void {
+  state = openState(config.name);
+  view = new LbView(state);
+  classifyOptions = {
+    sctpPortsOnly: state.config.sctpPortsOnly,
+    sctpEncapPort: state.config.sctpEncapPort,
+  };
+  refreshView();
+}
+
+function refreshView(): void {
+  const changed = view.refresh();
+  if (!changed) return; // a writer is busy; the next batch tries again
+  for (const slot of changed) counters[C.perSlot + slot] = 0;
+  counters[C.tableChanges]++;
+  counters[C.generation] = view.generation;
+  post({
+    type: "log",
+    level: "info",
+    message: `queue ${config.queue.queue}: table generation ${view.generation}, ${view.activeTargets} active targets`,
+  });
+}
+
+function onBatch(batch: PacketBatch, verdicts: VerdictWriter): void {
+  if (view.stale()) refreshView();
+  const { buf, ids, payloadOffset, payloadLength } = batch;
+  const seed = view.hashSeed;
+  const fwmarkBySlot = view.fwmarkBySlot;
+  let marked = 0;
+  for (let i = 0; i < batch.count; i++) {
+    const id = ids[i];
+    const invalid = classify(buf, payloadOffset[i], payloadLength[i], classifyOptions, info);
+    if (invalid !== 0) {
+      counters[C.invalidByReason + (invalid % INVALID_REASON_SLOTS)]++;
+      if (config.acceptInvalid) {
+        verdicts.acceptUnmarked(id);
+        counters[C.invalidAccepted]++;
+      } else {
+        verdicts.drop(id);
+        counters[C.invalidDropped]++;
+      }
+      continue;
+    }
+    const slot = view.slotFor(flowHash(info, seed));
+    if (slot === NO_SLOT) {
+      if (config.notargetsFwmark !== 0) {
+        verdicts.accept(id, config.notargetsFwmark);
+        counters[C.noTargetMarked]++;
+      } else {
+        verdicts.drop(id);
+        counters[C.noTargetDropped]++;
+      }
+      continue;
+    }
+    verdicts.accept(id, fwmarkBySlot[slot]);
+    counters[C.perSlot + slot]++;
+    marked++;
+  }
+  counters[C.packets] += batch.count;
+  counters[C.marked] += marked;
+  counters[C.batches]++;
+}
+
+/** Once a second: publish socket counters, follow a re-created state file. */
+function housekeeping(): void {
+  counters[C.updatedAt] = Date.now();
+  counters[C.sendErrors] = queue.stats.sendErrors;
+  counters[C.recvErrors] = queue.stats.recvErrors;
+  let inode = -1;
+  try {
+    inode = statSync(state.path).ino;
+  } catch {
+    // deleted: keep balancing with the last configuration until it comes back
+  }
+  if (inode !== -1 && inode !== state.inode) {
+    try {
+      const old = state;
+      attachState();
+      old.close();
+      post({
+        type: "log",
+        level: "notice",
+        message: `state file ${state.path} was re-created; reloaded`,
+      });
+    } catch (err) {
+      post({
+        type: "log",
+        level: "warning",
+        message: `cannot reload state: ${(err as Error).message}`,
+      });
+    }
+  }
+}
+
+try {
+  const probe = openState(config.name);
+  counters = mapCounters(config.name, config.queue.queue, probe.config.maxTargets);
+  probe.close();
+  attachState();
+  queue = NfQueue.open(config.queue);
+} catch (err) {
+  post({ type: "error", queue: config.queue.queue, message: (err as Error).message });
+  process.exit(1);
+}
+
+counters[C.running] = 1;
+const timer = setInterval(housekeeping, 1000);
+queue.start(onBatch);
+post({ type: "ready", queue: config.queue.queue });
+
+port.on("message", (message: { type: string }) => {
+  if (message.type !== "stop") return;
+  clearInterval(timer);
+  // Packets already queued get their verdicts before the socket goes away.
+  queue.drain(onBatch);
+  queue.close();
+  housekeeping();
+  counters[C.running] = 0;
+  post({ type: "stopped", queue: config.queue.queue });
+  port.close();
+});
