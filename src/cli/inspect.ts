@@ -1,0 +1,152 @@
+// fwmark and stats: what the load balancer decides and what it has done.
+import type { Command } from "commander";
+import ipaddr from "ipaddr.js";
+import { readCounters } from "../dataplane/counters.js";
+import { LbView, NO_SLOT } from "../dataplane/lbview.js";
+import { readCounters as readRuleCounters, readSetupRecord } from "../netfilter/index.js";
+import { readQueueProcStats } from "../nfqueue/procstats.js";
+import { flowHash, formatInfo, infoFromTuple, PacketInfo, protoNumber } from "../packet/index.js";
+import { openState, tryOpenState } from "../state/store.js";
+import { action, addNameOption, CliError, printJson } from "./common.js";
+
+/** "10.0.0.1:80", "[fd00::1]:80" or a bare address (port 0). */
+export function parseEndpoint(text: string): { address: string; port: number } {
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
+  let address: string;
+  let port = 0;
+  if (bracketed) {
+    address = bracketed[1];
+    port = bracketed[2] === undefined ? 0 : Number(bracketed[2]);
+  } else if (text.split(":").length === 2) {
+    const [a, p] = text.split(":");
+    address = a;
+    port = Number(p);
+  } else {
+    address = text;
+  }
+  if (!ipaddr.isValid(address)) throw new CliError(`invalid address "${address}" in "${text}"`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new CliError(`invalid port in "${text}"`);
+  return { address, port };
+}
+
+export function registerInspectCommands(program: Command): void {
+  addNameOption(
+    program
+      .command("fwmark")
+      .description("which target a flow maps to now (the daemon's own code path)"),
+  )
+    .requiredOption("--src <addr:port>", "source address and port ([v6]:port for IPv6)")
+    .requiredOption("--dst <addr:port>", "destination address and port")
+    .option("--proto <proto>", "protocol: tcp, udp, sctp, icmp, icmpv6 or a number", "tcp")
+    .option("--json", "machine-readable output")
+    .action(
+      action((opts: { name: string; src: string; dst: string; proto: string; json?: boolean }) => {
+        const proto = protoNumber(opts.proto);
+        const src = parseEndpoint(opts.src);
+        const dst = parseEndpoint(opts.dst);
+        if (ipaddr.parse(src.address).kind() !== ipaddr.parse(dst.address).kind()) {
+          throw new CliError("source and destination must be of the same address family");
+        }
+        const state = openState(opts.name);
+        try {
+          const view = new LbView(state);
+          view.refresh();
+          const info = new PacketInfo();
+          infoFromTuple(
+            proto,
+            src.address,
+            src.port,
+            dst.address,
+            dst.port,
+            {
+              sctpPortsOnly: state.config.sctpPortsOnly,
+              sctpEncapPort: state.config.sctpEncapPort,
+            },
+            info,
+          );
+          const hash = flowHash(info, view.hashSeed);
+          const slot = view.slotFor(hash);
+          const fwmark = slot === NO_SLOT ? null : view.fwmarkBySlot[slot];
+          if (opts.json) {
+            printJson({ fwmark, hash, flow: formatInfo(info), generation: view.generation });
+          } else {
+            process.stdout.write(`${fwmark ?? "none (no active target)"}\n`);
+          }
+        } finally {
+          state.close();
+        }
+      }),
+    );
+
+  addNameOption(
+    program
+      .command("stats")
+      .description("daemon counters per queue and target, the kernel's queue counters"),
+  )
+    .option("--json", "machine-readable output")
+    .action(
+      action((opts: { name: string; json?: boolean }) => {
+        const queues = readCounters(opts.name);
+        // Statistic mode has rules but no Maglev state: counters come from the rules then.
+        const state = tryOpenState(opts.name);
+        let fwmarkBySlot = new Map<number, number>();
+        if (state) {
+          try {
+            fwmarkBySlot = new Map(state.snapshot().targets.map((t) => [t.slot, t.fwmark]));
+          } finally {
+            state.close();
+          }
+        }
+        const perTarget = new Map<number, number>();
+        for (const q of queues) {
+          q.perSlot.forEach((packets, slot) => {
+            const fwmark = fwmarkBySlot.get(slot);
+            if (fwmark !== undefined) perTarget.set(fwmark, (perTarget.get(fwmark) ?? 0) + packets);
+          });
+        }
+        const kernel = readQueueProcStats();
+        const record = readSetupRecord(opts.name);
+        const rules = record ? readRuleCounters(opts.name) : undefined;
+        const result = {
+          name: opts.name,
+          queues: queues.map(({ perSlot: _, ...q }) => q),
+          targets: [...perTarget].map(([fwmark, packets]) => ({ fwmark, packets })),
+          kernelQueues: kernel,
+          rules,
+        };
+        if (opts.json) {
+          printJson(result);
+          return;
+        }
+        const out: string[] = [];
+        if (queues.length === 0)
+          out.push("no daemon counters (nflb lb has not run for this load balancer)");
+        for (const q of queues) {
+          out.push(
+            `queue ${q.queue}: ${q.running ? `running (pid ${q.pid})` : "stopped"}, packets ${q.packets}, batches ${q.batches}, marked ${q.marked}`,
+            `  no target: dropped ${q.noTargetDropped}, marked ${q.noTargetMarked}; invalid: dropped ${q.invalidDropped}, accepted ${q.invalidAccepted}; send errors ${q.sendErrors}`,
+          );
+        }
+        if (perTarget.size > 0) {
+          out.push("targets:");
+          for (const [fwmark, packets] of perTarget)
+            out.push(`  fwmark ${fwmark}: ${packets} packets`);
+        }
+        for (const k of kernel) {
+          out.push(
+            `kernel queue ${k.queue}: waiting ${k.queueTotal}, queue dropped ${k.queueDropped}, user dropped ${k.userDropped}`,
+          );
+        }
+        if (rules) {
+          out.push(`rules: queued ${rules.queued.packets} packets`);
+          for (const t of rules.targets) {
+            out.push(
+              `  fwmark ${t.fwmark} -> ${t.address}: ${t.packets} packets, ${t.bytes} bytes`,
+            );
+          }
+        }
+        process.stdout.write(`${out.join("\n")}\n`);
+      }),
+    );
+}

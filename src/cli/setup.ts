@@ -1,0 +1,224 @@
+// setup and teardown: turn this host (or network namespace) into a load balancer.
+import { type Command, InvalidArgumentError } from "commander";
+import ipaddr from "ipaddr.js";
+import { parseQueueRange } from "../dataplane/daemon.js";
+import { DEFAULT_TABLE_SIZE } from "../maglev/maglev.js";
+import {
+  renderSetup,
+  type SetupSpec,
+  type SetupTarget,
+  setup,
+  teardown,
+  validateSpec,
+} from "../netfilter/index.js";
+import {
+  activateTargets,
+  DEFAULT_MAX_TARGETS,
+  deleteState,
+  initState,
+  MAX_WEIGHT,
+  openState,
+  parseFwmark,
+  tryOpenState,
+} from "../state/store.js";
+import { action, addNameOption, CliError, printJson, requireRoot } from "./common.js";
+
+/** FWMARK=ADDRESS[@WEIGHT], e.g. 1=10.0.1.1 or 2=fd00::2@3 */
+export function parseTarget(text: string, previous: SetupTarget[] = []): SetupTarget[] {
+  const match = /^([^=]+)=([^@]+)(?:@(\d+))?$/.exec(text.trim());
+  if (!match) throw new InvalidArgumentError(`expected FWMARK=ADDRESS[@WEIGHT], got "${text}"`);
+  let fwmark: number;
+  try {
+    fwmark = parseFwmark(match[1]);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+  if (!ipaddr.isValid(match[2]))
+    throw new InvalidArgumentError(`invalid target address "${match[2]}"`);
+  const weight = match[3] === undefined ? 1 : Number(match[3]);
+  if (weight < 1 || weight > MAX_WEIGHT)
+    throw new InvalidArgumentError(`weight must be 1..${MAX_WEIGHT}`);
+  return [...previous, { fwmark, address: match[2], weight }];
+}
+
+function collectList(value: string, previous: string[] = []): string[] {
+  return [
+    ...previous,
+    ...value
+      .split(",")
+      .map((v) => v.trim())
+      .filter((v) => v !== ""),
+  ];
+}
+
+interface SetupOptions {
+  name: string;
+  mode: string;
+  vip: string[];
+  target: SetupTarget[];
+  queue: string;
+  queueBypass?: boolean;
+  synOnly?: boolean;
+  proto: string[];
+  ports: string;
+  statistic: string;
+  snat?: boolean;
+  activate: boolean;
+  dryRun?: boolean;
+  json?: boolean;
+}
+
+function specFrom(opts: SetupOptions): SetupSpec {
+  if (opts.mode !== "nat" && opts.mode !== "dsr" && opts.mode !== "statistic") {
+    throw new CliError(`invalid --mode "${opts.mode}": expected nat, dsr or statistic`);
+  }
+  if (opts.statistic !== "nth" && opts.statistic !== "random") {
+    throw new CliError(`invalid --statistic "${opts.statistic}": expected nth or random`);
+  }
+  for (const p of opts.proto) {
+    if (p !== "tcp" && p !== "udp" && p !== "sctp")
+      throw new CliError(`invalid --proto "${p}": tcp, udp or sctp`);
+  }
+  if (opts.vip.length === 0) throw new CliError("give at least one --vip");
+  if (opts.target.length === 0) throw new CliError("give at least one --target FWMARK=ADDRESS");
+  let queues: number[];
+  try {
+    queues = parseQueueRange(opts.queue);
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
+  const spec: SetupSpec = {
+    name: opts.name,
+    mode: opts.mode,
+    vips: opts.vip,
+    targets: opts.target,
+    queue: { first: queues[0], last: queues[queues.length - 1] },
+    queueBypass: opts.queueBypass === true,
+    synOnly: opts.synOnly === true,
+    protocols: opts.proto as SetupSpec["protocols"],
+    ports: opts.ports,
+    statistic: opts.statistic,
+    snat: opts.snat === true,
+  };
+  validateSpec(spec);
+  return spec;
+}
+
+/** The daemon modes also need the Maglev state with the targets active. */
+function ensureStateWithTargets(spec: SetupSpec): { created: boolean } {
+  let created = false;
+  const existing = tryOpenState(spec.name);
+  if (existing) existing.close();
+  else {
+    initState({
+      name: spec.name,
+      tableSize: DEFAULT_TABLE_SIZE,
+      maxTargets: Math.max(DEFAULT_MAX_TARGETS, spec.targets.length),
+      ownFwmark: 0,
+      hashSeed: 0,
+      sctpPortsOnly: true,
+      sctpEncapPort: 0,
+    });
+    created = true;
+  }
+  const state = openState(spec.name);
+  try {
+    // Targets of equal weight are activated together, one generation per weight.
+    const byWeight = new Map<number, number[]>();
+    for (const t of spec.targets)
+      byWeight.set(t.weight, [...(byWeight.get(t.weight) ?? []), t.fwmark]);
+    for (const [weight, fwmarks] of byWeight) {
+      state.update((targets) => activateTargets(targets, fwmarks, weight, state.config.maxTargets));
+    }
+  } catch (err) {
+    if (created) deleteState(spec.name);
+    throw err;
+  } finally {
+    state.close();
+  }
+  return { created };
+}
+
+export function registerSetupCommands(program: Command): void {
+  addNameOption(
+    program
+      .command("setup")
+      .description("install the rules that make this host (or netns) a load balancer for a VIP"),
+  )
+    .requiredOption(
+      "--mode <mode>",
+      "nat (DNAT by fwmark), dsr (policy routing by fwmark) or statistic (kernel only)",
+    )
+    .option("--vip <addr>", "virtual IP, IPv4 or IPv6 (repeat or comma-separate)", collectList, [])
+    .option("--target <fwmark=addr[@weight]>", "a real target (repeat)", parseTarget, [])
+    .option("--queue <q>", "NFQUEUE number or range FIRST:LAST (nat, dsr)", "0")
+    .option("--queue-bypass", "accept packets when no daemon listens on the queue (nat, dsr)")
+    .option("--syn-only", "queue only new TCP connections; conntrack carries the rest (nat)")
+    .option(
+      "--proto <list>",
+      "balance only these protocols: tcp,udp,sctp (default: all)",
+      collectList,
+      [],
+    )
+    .option("--ports <list>", 'balance only these destination ports, e.g. "80,443,8000-8100"', "")
+    .option("--statistic <how>", "statistic mode: nth (round robin) or random (by weight)", "nth")
+    .option(
+      "--snat",
+      "masquerade towards the targets (nat), when they do not route back through this host",
+    )
+    .option(
+      "--no-activate",
+      "do not create the Maglev state or activate the targets in it (nat, dsr)",
+    )
+    .option("--dry-run", "print the rules instead of applying them")
+    .option("--json", "with --dry-run: machine-readable output")
+    .action(
+      action(async (opts: SetupOptions) => {
+        const spec = specFrom(opts);
+        if (opts.dryRun) {
+          const rendered = renderSetup(spec);
+          if (opts.json) printJson(rendered);
+          else {
+            process.stdout.write(`# nft -f -\n${rendered.nft}\n`);
+            for (const cmd of rendered.iptables) process.stdout.write(`${cmd.join(" ")}\n`);
+            for (const cmd of rendered.ipRules) process.stdout.write(`${cmd.join(" ")}\n`);
+          }
+          return;
+        }
+        requireRoot("nflb setup");
+        await setup(spec);
+        if (spec.mode !== "statistic" && opts.activate) {
+          try {
+            ensureStateWithTargets(spec);
+          } catch (err) {
+            await teardown(spec.name);
+            throw err;
+          }
+        }
+        process.stdout.write(
+          `load balancer "${spec.name}" set up: mode ${spec.mode}, VIP ${spec.vips.join(",")}, ${spec.targets.length} targets\n`,
+        );
+        if (spec.mode !== "statistic") {
+          process.stdout.write(
+            `start the daemon: nflb lb --name ${spec.name} --queue ${opts.queue}\n`,
+          );
+        }
+      }),
+    );
+
+  addNameOption(
+    program
+      .command("teardown")
+      .description("remove exactly the rules setup installed (the state stays: nflb delete)"),
+  ).action(
+    action(async (opts: { name: string }) => {
+      requireRoot("nflb teardown");
+      const removed = await teardown(opts.name);
+      process.stdout.write(
+        removed
+          ? `load balancer "${opts.name}" rules removed\n`
+          : `nothing set up for "${opts.name}"\n`,
+      );
+    }),
+  );
+}
