@@ -17,7 +17,11 @@ const program = new Command("nflb")
   )
   .version(pkg.version, "-V, --version")
   .showHelpAfterError("(run with --help for usage)")
-  .configureHelp({ sortSubcommands: false });
+  .configureHelp({ sortSubcommands: false })
+  // Commander's own usage errors look like nflb's: "nflb: <what is wrong>".
+  .configureOutput({
+    outputError: (text, write) => write(`nflb: ${text.replace(/^error: /, "")}`),
+  });
 
 program
   .command("version")
