@@ -105,8 +105,18 @@ export function registerInspectCommands(program: Command): void {
             if (fwmark !== undefined) perTarget.set(fwmark, (perTarget.get(fwmark) ?? 0) + packets);
           });
         }
-        const kernel = readQueueProcStats();
         const record = readSetupRecord(opts.name);
+        if (!state && !record && queues.length === 0) {
+          throw new CliError(
+            `no load balancer named "${opts.name}": nothing set up, no state, no daemon counters`,
+          );
+        }
+        let kernel: ReturnType<typeof readQueueProcStats> = [];
+        try {
+          kernel = readQueueProcStats();
+        } catch {
+          // Only root may read /proc/net/netfilter/nfnetlink_queue; the rest still helps.
+        }
         const rules = record ? readRuleCounters(opts.name) : undefined;
         const result = {
           name: opts.name,
