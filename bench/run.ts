@@ -1,0 +1,108 @@
+// `npm run bench`: the micro-benchmarks (Maglev, classifier), then the data-plane bench
+// on network namespaces (root only). Prints tables and writes bench/results.json.
+// Options after `--` go to the data-plane bench: --only plain,statistic,daemon64,daemon1
+// --rounds N --pps N --seconds N, and --no-dataplane to skip it.
+import { writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import {
+  benchDataplane,
+  type DataplaneReport,
+  dataplaneUnavailable,
+  formatDataplane,
+  SCENARIOS,
+  type ScenarioName,
+} from "./dataplane.js";
+import { type BenchResult, benchMaglev } from "./maglev.js";
+
+const RESULTS = fileURLToPath(new URL("../../bench/results.json", import.meta.url));
+
+function formatResults(title: string, results: readonly BenchResult[]): string {
+  const width = Math.max(...results.map((r) => r.name.length));
+  const lines = results.map((r) => {
+    const digits = r.median >= 100 ? 0 : r.median >= 1 ? 2 : 3;
+    return `  ${r.name.padEnd(width)}  ${r.median.toFixed(digits).padStart(10)} ${r.unit}`;
+  });
+  return [title, ...lines].join("\n");
+}
+
+/** bench/classify.ts may not exist yet: import it by a runtime specifier and skip if absent. */
+async function loadClassify(): Promise<(() => BenchResult[] | Promise<BenchResult[]>) | string> {
+  const specifier = "./classify.js";
+  try {
+    const mod = (await import(specifier)) as { benchClassify?: () => BenchResult[] };
+    if (typeof mod.benchClassify !== "function")
+      return "bench/classify.ts exports no benchClassify()";
+    return mod.benchClassify;
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === "ERR_MODULE_NOT_FOUND") return "bench/classify.ts is not there yet";
+    throw err;
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      only: { type: "string" },
+      rounds: { type: "string" },
+      pps: { type: "string" },
+      seconds: { type: "string" },
+      "no-dataplane": { type: "boolean" },
+    },
+  });
+  const notes: string[] = [];
+  const started = Date.now();
+
+  const maglev = benchMaglev();
+  console.log(formatResults("maglev", maglev));
+
+  let classify: BenchResult[] | undefined;
+  const classifyFn = await loadClassify();
+  if (typeof classifyFn === "string") {
+    notes.push(`classify skipped: ${classifyFn}`);
+    console.log(`\nclassify: skipped (${classifyFn})`);
+  } else {
+    classify = await classifyFn();
+    console.log(`\n${formatResults("classify", classify)}`);
+  }
+
+  let dataplane: DataplaneReport | undefined;
+  const why = values["no-dataplane"] ? "--no-dataplane" : dataplaneUnavailable();
+  if (why) {
+    notes.push(`data-plane bench skipped: ${why}`);
+    console.log(`\ndata plane: skipped (${why})`);
+  } else {
+    const only = values.only?.split(",").map((s) => s.trim()) ?? [...SCENARIOS];
+    const unknown = only.filter((s) => !(SCENARIOS as readonly string[]).includes(s));
+    if (unknown.length > 0)
+      throw new Error(`unknown scenario ${unknown.join(", ")}: ${SCENARIOS.join(", ")}`);
+    console.log("\ndata plane: running (progress on stderr)...");
+    dataplane = await benchDataplane({
+      only: only as ScenarioName[],
+      ...(values.rounds ? { rounds: Number(values.rounds) } : {}),
+      ...(values.pps ? { pps: Number(values.pps) } : {}),
+      ...(values.seconds ? { seconds: Number(values.seconds) } : {}),
+    });
+    console.log(`\n${formatDataplane(dataplane)}`);
+  }
+
+  const report = {
+    date: new Date().toISOString(),
+    seconds: (Date.now() - started) / 1000,
+    maglev,
+    classify,
+    dataplane: dataplane && {
+      setup: dataplane.setup,
+      medians: dataplane.medians,
+      ratios: dataplane.ratios,
+      notes: dataplane.notes,
+      rounds: dataplane.rounds,
+    },
+    notes,
+  };
+  writeFileSync(RESULTS, `${JSON.stringify(report, null, 2)}\n`);
+  console.log(`\nresults written to ${RESULTS} (${report.seconds.toFixed(0)} s)`);
+}
+
+await main();
