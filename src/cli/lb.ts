@@ -31,7 +31,7 @@ export function registerLbCommand(program: Command): void {
       "--qlength <n>",
       "kernel queue max length (the kernel caps it at 65536)",
       intArg(1, 65536),
-      4096,
+      16384,
     )
     .option(
       "--copy-range <bytes>",
