@@ -1,20 +1,9 @@
 // The demo: a client, a load balancer and three targets in network namespaces; a VIP
 // balanced by the nflb daemon; real TCP connections; a target taken out and put back.
 // Everything it creates lives in its own namespaces and is removed at the end.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { CLI } from "../test/helpers/cli.js";
-import { type Daemon, startDaemon } from "../test/helpers/daemon.js";
-import { isRoot, type Netns } from "../test/helpers/netns.js";
-import {
-  type LbTopology,
-  lbTopology,
-  startTargetServer,
-  type TargetServer,
-  tally,
-  tcpRequests,
-} from "../test/helpers/targets.js";
+import { LbFixture } from "../test/helpers/lbfixture.js";
+import { isRoot } from "../test/helpers/netns.js";
+import { tally, tcpRequests } from "../test/helpers/targets.js";
 
 const VIP = "10.200.0.1";
 const PORT = 8080;
@@ -26,9 +15,9 @@ function say(text: string): void {
 }
 
 /** Runs an nflb command in the lb namespace, echoing it like a shell session. */
-function nflb(lb: Netns, ...args: string[]): string {
+function nflb(f: LbFixture, ...args: string[]): string {
   say(`  lb# nflb ${args.join(" ")}`);
-  const out = lb.exec(process.execPath, [CLI, ...args]);
+  const out = f.nflb(...args);
   for (const line of out.trimEnd().split("\n")) say(`      ${line}`);
   return out;
 }
@@ -50,26 +39,21 @@ async function main(): Promise<number> {
     say("demo: run as root (it creates network namespaces)");
     return 1;
   }
-  const stateDir = mkdtempSync(join(tmpdir(), "nflb-demo-"));
-  process.env.NFLB_STATE_DIR = stateDir;
-  let topo: LbTopology | undefined;
-  let daemon: Daemon | undefined;
-  const servers: TargetServer[] = [];
+  let f: LbFixture | undefined;
   try {
     say("1. Building the network: client -- switch -- lb, targets t1 t2 t3 (network namespaces)");
-    topo = lbTopology();
-    const { client, lb, targets, targetAddrs } = topo;
-    for (const [i, ns] of targets.entries()) {
-      servers.push(await startTargetServer(ns, `t${i + 1}`, PORT, [targetAddrs[i].v4]));
-      say(`   target t${i + 1} at ${targetAddrs[i].v4}:${PORT} answers with its name`);
+    f = LbFixture.create();
+    const { client, targetAddrs } = f.topology;
+    await f.serveNames(PORT, (i) => [targetAddrs[i].v4]);
+    for (const [i, a] of targetAddrs.entries()) {
+      say(`   target t${i + 1} at ${a.v4}:${PORT} answers with its name`);
     }
 
     say(`\n2. Making the lb a load balancer for VIP ${VIP} in NAT mode`);
-    const targetArgs = targetAddrs.flatMap((a, i) => ["--target", `${i + 1}=${a.v4}`]);
-    nflb(
-      lb,
-      "setup",
-      "--name",
+    say(
+      `  lb# nflb setup --name ${NAME} --mode nat --vip ${VIP} --queue 0 --proto tcp ${f.targetArgs("v4").join(" ")}`,
+    );
+    f.setup(
       NAME,
       "--mode",
       "nat",
@@ -79,11 +63,11 @@ async function main(): Promise<number> {
       "0",
       "--proto",
       "tcp",
-      ...targetArgs,
+      ...f.targetArgs("v4"),
     );
-    nflb(lb, "show", "--name", NAME);
+    nflb(f, "show", "--name", NAME);
     say(`  lb# nflb lb --name ${NAME} --queue 0 &`);
-    daemon = await startDaemon(lb, "--name", NAME, "--queue", "0");
+    await f.daemon(NAME, "0");
 
     say(
       `\n3. The client opens ${CONNECTIONS} TCP connections to ${VIP}:${PORT}, from distinct source ports`,
@@ -97,7 +81,7 @@ async function main(): Promise<number> {
     bars(tally(first), CONNECTIONS);
 
     say("\n4. Taking target t2 out of service");
-    nflb(lb, "deactivate", "--name", NAME, "2");
+    nflb(f, "deactivate", "--name", NAME, "2");
     const second = await tcpRequests(client, {
       host: VIP,
       port: PORT,
@@ -119,7 +103,7 @@ async function main(): Promise<number> {
     );
 
     say("\n5. Putting t2 back");
-    nflb(lb, "activate", "--name", NAME, "2");
+    nflb(f, "activate", "--name", NAME, "2");
     const third = await tcpRequests(client, {
       host: VIP,
       port: PORT,
@@ -131,20 +115,14 @@ async function main(): Promise<number> {
     say(`   ${same} of ${CONNECTIONS} flows are back on the target they had in step 3`);
 
     say("\n6. What the daemon counted");
-    nflb(lb, "stats", "--name", NAME);
+    nflb(f, "stats", "--name", NAME);
     return 0;
   } catch (err) {
     say(`demo failed: ${(err as Error).message}`);
     return 1;
   } finally {
     say("\n7. Cleaning up: daemon, rules, namespaces");
-    await daemon?.stop();
-    for (const s of servers) s.stop();
-    if (topo) {
-      topo.lb.tryExec(process.execPath, [CLI, "teardown", "--name", NAME]);
-      topo.topo.destroy();
-    }
-    rmSync(stateDir, { recursive: true, force: true });
+    await f?.close();
   }
 }
 

@@ -1,21 +1,10 @@
 // Several queues served by one daemon (one worker thread each), and what happens to
 // packets when no target is active.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { type Daemon, nflbIn, startDaemon, tryNflbIn } from "../helpers/daemon.js";
+import { LbFixture } from "../helpers/lbfixture.js";
 import { isRoot } from "../helpers/netns.js";
-import {
-  type LbTopology,
-  lbTopology,
-  startTargetServer,
-  type TargetServer,
-  tally,
-  tcpRequests,
-  udpRequests,
-} from "../helpers/targets.js";
+import { type LbTopology, tally, tcpRequests, udpRequests } from "../helpers/targets.js";
 
 const skip = !isRoot() && process.env.CI !== "true" ? "needs root" : false;
 const PORT = 8080;
@@ -32,48 +21,24 @@ interface QueueStats {
 }
 
 describe("nflb lb with queues 10:11", { skip }, () => {
+  let f: LbFixture;
   let t: LbTopology;
-  let daemon: Daemon | undefined;
-  const servers: TargetServer[] = [];
-  const stateDir = mkdtempSync(join(tmpdir(), "nflb-e2e-"));
 
   before(async () => {
-    process.env.NFLB_STATE_DIR = stateDir;
-    t = lbTopology();
-    for (const address of CLIENTS)
+    f = LbFixture.create();
+    t = f.topology;
+    for (const address of CLIENTS) {
       t.client.exec("ip", ["addr", "add", `${address}/24`, "dev", "eth0"]);
-    for (const [i, ns] of t.targets.entries()) {
-      servers.push(await startTargetServer(ns, `t${i + 1}`, PORT, [t.targetAddrs[i].v4]));
     }
-    const targets = t.targetAddrs.flatMap((a, i) => ["--target", `${i + 1}=${a.v4}`]);
-    nflbIn(
-      t.lb,
-      "setup",
-      "--name",
-      NAME,
-      "--mode",
-      "nat",
-      "--vip",
-      VIP,
-      "--queue",
-      "10:11",
-      ...targets,
-    );
-    daemon = await startDaemon(t.lb, "--name", NAME, "--queue", "10:11");
+    await f.serveNames(PORT, (i) => [t.targetAddrs[i].v4]);
+    f.setup(NAME, "--mode", "nat", "--vip", VIP, "--queue", "10:11", ...f.targetArgs("v4"));
+    await f.daemon(NAME, "10:11");
   });
 
-  after(async () => {
-    await daemon?.stop();
-    for (const s of servers) s.stop();
-    if (t) {
-      tryNflbIn(t.lb, "teardown", "--name", NAME);
-      t.topo.destroy();
-    }
-    rmSync(stateDir, { recursive: true, force: true });
-  });
+  after(() => f?.close());
 
   const stats = () =>
-    JSON.parse(nflbIn(t.lb, "stats", "--name", NAME, "--json")) as {
+    JSON.parse(f.nflb("stats", "--name", NAME, "--json")) as {
       queues: QueueStats[];
       targets: { fwmark: number; packets: number }[];
     };
@@ -112,7 +77,7 @@ describe("nflb lb with queues 10:11", { skip }, () => {
   });
 
   test("no active target: packets are dropped and counted; activate brings traffic back", async () => {
-    nflbIn(t.lb, "deactivate", "--name", NAME, "1", "2", "3");
+    f.nflb("deactivate", "--name", NAME, "1", "2", "3");
     const droppedBefore = stats().queues.reduce((n, q) => n + q.noTargetDropped, 0);
     const none = await udpRequests(t.client, {
       host: VIP,
@@ -128,7 +93,7 @@ describe("nflb lb with queues 10:11", { skip }, () => {
     const droppedAfter = stats().queues.reduce((n, q) => n + q.noTargetDropped, 0);
     // Each request is sent up to three times.
     assert.ok(droppedAfter - droppedBefore >= 4, `dropped ${droppedAfter - droppedBefore}`);
-    nflbIn(t.lb, "activate", "--name", NAME, "1", "2", "3");
+    f.nflb("activate", "--name", NAME, "1", "2", "3");
     const back = await udpRequests(t.client, {
       host: VIP,
       port: PORT,

@@ -1,21 +1,11 @@
 // The daemon end to end in NAT mode: client -> lb (NFQUEUE -> nflb lb -> fwmark -> DNAT)
 // -> three targets, with real TCP and UDP traffic.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { type Daemon, nflbIn, startDaemon, tryNflbIn } from "../helpers/daemon.js";
+import type { Daemon } from "../helpers/daemon.js";
+import { LbFixture } from "../helpers/lbfixture.js";
 import { isRoot } from "../helpers/netns.js";
-import {
-  type LbTopology,
-  lbTopology,
-  startTargetServer,
-  type TargetServer,
-  tally,
-  tcpRequests,
-  udpRequests,
-} from "../helpers/targets.js";
+import { type LbTopology, tally, tcpRequests, udpRequests } from "../helpers/targets.js";
 
 const skip = !isRoot() && process.env.CI !== "true" ? "needs root" : false;
 const PORT = 8080;
@@ -28,49 +18,24 @@ function share(counts: Record<string, number>, name: string, total: number): num
 }
 
 describe("nflb lb, NAT mode", { skip }, () => {
+  let f: LbFixture;
   let t: LbTopology;
   let daemon: Daemon | undefined;
-  const servers: TargetServer[] = [];
-  const stateDir = mkdtempSync(join(tmpdir(), "nflb-e2e-"));
 
   before(async () => {
-    process.env.NFLB_STATE_DIR = stateDir;
-    t = lbTopology();
-    for (const [i, ns] of t.targets.entries()) {
-      servers.push(await startTargetServer(ns, `t${i + 1}`, PORT, [t.targetAddrs[i].v4]));
-    }
-    nflbIn(t.lb, "init", "--name", NAME);
-    const targets = t.targetAddrs.flatMap((a, i) => ["--target", `${i + 1}=${a.v4}`]);
-    nflbIn(
-      t.lb,
-      "setup",
-      "--name",
-      NAME,
-      "--mode",
-      "nat",
-      "--vip",
-      VIP,
-      "--queue",
-      QUEUE,
-      ...targets,
-    );
-    daemon = await startDaemon(t.lb, "--name", NAME, "--queue", QUEUE);
+    f = LbFixture.create();
+    t = f.topology;
+    await f.serveNames(PORT, (i) => [t.targetAddrs[i].v4]);
+    f.nflb("init", "--name", NAME);
+    f.setup(NAME, "--mode", "nat", "--vip", VIP, "--queue", QUEUE, ...f.targetArgs("v4"));
+    daemon = await f.daemon(NAME, QUEUE);
   });
 
-  after(async () => {
-    await daemon?.stop();
-    for (const s of servers) s.stop();
-    if (t) {
-      tryNflbIn(t.lb, "teardown", "--name", NAME);
-      t.topo.destroy();
-    }
-    rmSync(stateDir, { recursive: true, force: true });
-  });
+  after(() => f?.close());
 
   /** What `nflb fwmark` says for a client flow to the VIP. */
   function predicted(proto: string, sport: number): number {
-    const out = nflbIn(
-      t.lb,
+    const out = f.nflb(
       "fwmark",
       "--name",
       NAME,
@@ -127,7 +92,7 @@ describe("nflb lb, NAT mode", { skip }, () => {
   });
 
   test("stats counts what the daemon did, per queue and per target", () => {
-    const stats = JSON.parse(nflbIn(t.lb, "stats", "--name", NAME, "--json"));
+    const stats = JSON.parse(f.nflb("stats", "--name", NAME, "--json"));
     const q = stats.queues.find((x: { queue: number }) => x.queue === Number(QUEUE));
     assert.ok(q, JSON.stringify(stats));
     assert.equal(q.running, true);
@@ -149,7 +114,7 @@ describe("nflb lb, NAT mode", { skip }, () => {
       firstPort: 41000,
       concurrency: 4,
     });
-    nflbIn(t.lb, "deactivate", "--name", NAME, "2");
+    f.nflb("deactivate", "--name", NAME, "2");
     const changedAt = Date.now();
     await new Promise((r) => setTimeout(r, 100));
     const afterChange = await tcpRequests(t.client, {
@@ -187,7 +152,7 @@ describe("nflb lb, NAT mode", { skip }, () => {
     // Maglev moves a few entries of the remaining targets too; 1-2% at M=65537.
     assert.ok(kept / others >= 0.97, `only ${kept}/${others} flows kept their target`);
 
-    nflbIn(t.lb, "activate", "--name", NAME, "2");
+    f.nflb("activate", "--name", NAME, "2");
     assert.deepEqual(
       ports.map((p) => predicted("tcp", p)),
       before,
@@ -196,7 +161,7 @@ describe("nflb lb, NAT mode", { skip }, () => {
   });
 
   test("kill -9 and restart: configuration intact, traffic resumes", async () => {
-    const shownBefore = JSON.parse(nflbIn(t.lb, "show", "--name", NAME, "--json"));
+    const shownBefore = JSON.parse(f.nflb("show", "--name", NAME, "--json"));
     assert.ok(daemon);
     await daemon.stop("SIGKILL");
     daemon = undefined;
@@ -211,9 +176,9 @@ describe("nflb lb, NAT mode", { skip }, () => {
       dead.every((a) => a.startsWith("ERR")),
       "no daemon, no bypass: VIP traffic is not served",
     );
-    const shownAfter = JSON.parse(nflbIn(t.lb, "show", "--name", NAME, "--json"));
+    const shownAfter = JSON.parse(f.nflb("show", "--name", NAME, "--json"));
     assert.equal(shownAfter.tableDigest, shownBefore.tableDigest);
-    daemon = await startDaemon(t.lb, "--name", NAME, "--queue", QUEUE);
+    daemon = await f.daemon(NAME, QUEUE);
     const answers = await tcpRequests(t.client, {
       host: VIP,
       port: PORT,
@@ -231,7 +196,7 @@ describe("nflb lb, NAT mode", { skip }, () => {
     const code = await daemon.stop("SIGTERM");
     daemon = undefined;
     assert.equal(code, 0);
-    const stats = JSON.parse(nflbIn(t.lb, "stats", "--name", NAME, "--json"));
+    const stats = JSON.parse(f.nflb("stats", "--name", NAME, "--json"));
     assert.equal(stats.queues[0].running, false);
   });
 });

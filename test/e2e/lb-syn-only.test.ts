@@ -1,13 +1,10 @@
 // NAT mode with --syn-only: only the first packet of a TCP connection visits the daemon;
 // conntrack carries the rest, so established connections survive table changes.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { type Daemon, nflbIn, startDaemon, tryNflbIn } from "../helpers/daemon.js";
+import { LbFixture } from "../helpers/lbfixture.js";
 import { isRoot, type Netns } from "../helpers/netns.js";
-import { type LbTopology, lbTopology } from "../helpers/targets.js";
+import type { LbTopology } from "../helpers/targets.js";
 
 const skip = !isRoot() && process.env.CI !== "true" ? "needs root" : false;
 const PORT = 9000;
@@ -78,44 +75,19 @@ function startEcho(ns: Netns, name: string): Promise<() => void> {
 }
 
 describe("nflb lb, NAT --syn-only", { skip }, () => {
+  let f: LbFixture;
   let t: LbTopology;
-  let daemon: Daemon | undefined;
-  const stops: (() => void)[] = [];
-  const stateDir = mkdtempSync(join(tmpdir(), "nflb-e2e-"));
 
   before(async () => {
-    process.env.NFLB_STATE_DIR = stateDir;
-    t = lbTopology();
-    for (const [i, ns] of t.targets.entries()) stops.push(await startEcho(ns, `t${i + 1}`));
-    const targets = t.targetAddrs.flatMap((a, i) => ["--target", `${i + 1}=${a.v4}`]);
-    nflbIn(
-      t.lb,
-      "setup",
-      "--name",
-      NAME,
-      "--mode",
-      "nat",
-      "--syn-only",
-      "--proto",
-      "tcp",
-      "--vip",
-      VIP,
-      "--queue",
-      QUEUE,
-      ...targets,
-    );
-    daemon = await startDaemon(t.lb, "--name", NAME, "--queue", QUEUE);
+    f = LbFixture.create();
+    t = f.topology;
+    for (const [i, ns] of t.targets.entries()) f.onClose(await startEcho(ns, `t${i + 1}`));
+    const setupArgs = ["--mode", "nat", "--syn-only", "--proto", "tcp", "--vip", VIP];
+    f.setup(NAME, ...setupArgs, "--queue", QUEUE, ...f.targetArgs("v4"));
+    await f.daemon(NAME, QUEUE);
   });
 
-  after(async () => {
-    await daemon?.stop();
-    for (const stop of stops) stop();
-    if (t) {
-      tryNflbIn(t.lb, "teardown", "--name", NAME);
-      t.topo.destroy();
-    }
-    rmSync(stateDir, { recursive: true, force: true });
-  });
+  after(() => f?.close());
 
   test("established connections keep their target across a table change; only SYNs are queued", async () => {
     const count = 12;
@@ -138,7 +110,7 @@ describe("nflb lb, NAT --syn-only", { skip }, () => {
     await connected;
 
     // Change the table under the open connections: every target but one goes away.
-    nflbIn(t.lb, "deactivate", "--name", NAME, "1", "2");
+    f.nflb("deactivate", "--name", NAME, "1", "2");
     // New connections now all go to target 3.
     const fresh = await tcpRequestsEcho();
     client.stdin?.write("go\n");
@@ -155,7 +127,7 @@ describe("nflb lb, NAT --syn-only", { skip }, () => {
     assert.ok(targetsSeen.size >= 2, "the long connections were spread before the change");
     assert.deepEqual([...new Set(fresh)], ["t3"]);
 
-    const stats = JSON.parse(nflbIn(t.lb, "stats", "--name", NAME, "--json"));
+    const stats = JSON.parse(f.nflb("stats", "--name", NAME, "--json"));
     // One SYN per connection, nothing else: count + fresh connections.
     assert.equal(stats.rules.queued.packets, count + fresh.length, JSON.stringify(stats.rules));
     assert.equal(stats.queues[0].packets, count + fresh.length);
