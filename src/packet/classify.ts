@@ -13,6 +13,7 @@ import {
 
 // The whole packet API is reachable from this module (the data plane imports it from here).
 export {
+  addressHash,
   type ClassifyOptions,
   defaultClassifyOptions,
   FragKind,

@@ -187,6 +187,25 @@ export function flowHash(info: PacketInfo, seed: number): number {
   return jhashWords(info.key, info.keyWords, seed);
 }
 
+const addressScratch = new Uint32Array(8);
+
+/**
+ * The kernel's jhash of the addresses alone (`jhash ip saddr . ip daddr`), whatever the
+ * hash mode: every fragment of a datagram has them, so the load-balancer tier places
+ * fragments by this hash.
+ */
+export function addressHash(info: PacketInfo, seed: number): number {
+  const words = info.family === 4 ? 2 : 8;
+  // The key starts with the addresses unless it is a ports-only key.
+  if (info.hashMode !== HashMode.Ports) return jhashWords(info.key, words, seed);
+  const half = words / 2;
+  for (let i = 0; i < half; i++) {
+    addressScratch[i] = info.src32[i];
+    addressScratch[half + i] = info.dst32[i];
+  }
+  return jhashWords(addressScratch, words, seed);
+}
+
 const protoNames: Record<string, number> = {
   icmp: 1,
   tcp: 6,
