@@ -5,6 +5,7 @@
 import { writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { benchClassify } from "./classify.js";
 import {
   benchDataplane,
   type DataplaneReport,
@@ -13,6 +14,7 @@ import {
   SCENARIOS,
   type ScenarioName,
 } from "./dataplane.js";
+import { benchFragments } from "./fragments.js";
 import { type BenchResult, benchMaglev } from "./maglev.js";
 
 const RESULTS = fileURLToPath(new URL("../../bench/results.json", import.meta.url));
@@ -24,21 +26,6 @@ function formatResults(title: string, results: readonly BenchResult[]): string {
     return `  ${r.name.padEnd(width)}  ${r.median.toFixed(digits).padStart(10)} ${r.unit}`;
   });
   return [title, ...lines].join("\n");
-}
-
-/** bench/classify.ts may not exist yet: import it by a runtime specifier and skip if absent. */
-async function loadClassify(): Promise<(() => BenchResult[] | Promise<BenchResult[]>) | string> {
-  const specifier = "./classify.js";
-  try {
-    const mod = (await import(specifier)) as { benchClassify?: () => BenchResult[] };
-    if (typeof mod.benchClassify !== "function")
-      return "bench/classify.ts exports no benchClassify()";
-    return mod.benchClassify;
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (code === "ERR_MODULE_NOT_FOUND") return "bench/classify.ts is not there yet";
-    throw err;
-  }
 }
 
 async function main(): Promise<void> {
@@ -57,15 +44,11 @@ async function main(): Promise<void> {
   const maglev = benchMaglev();
   console.log(formatResults("maglev", maglev));
 
-  let classify: BenchResult[] | undefined;
-  const classifyFn = await loadClassify();
-  if (typeof classifyFn === "string") {
-    notes.push(`classify skipped: ${classifyFn}`);
-    console.log(`\nclassify: skipped (${classifyFn})`);
-  } else {
-    classify = await classifyFn();
-    console.log(`\n${formatResults("classify", classify)}`);
-  }
+  const classify = benchClassify();
+  console.log(`\n${formatResults("classify", classify)}`);
+
+  const fragments = benchFragments();
+  console.log(`\n${formatResults("fragments", fragments)}`);
 
   let dataplane: DataplaneReport | undefined;
   const why = values["no-dataplane"] ? "--no-dataplane" : dataplaneUnavailable();
@@ -92,6 +75,7 @@ async function main(): Promise<void> {
     seconds: (Date.now() - started) / 1000,
     maglev,
     classify,
+    fragments,
     dataplane: dataplane && {
       setup: dataplane.setup,
       medians: dataplane.medians,
