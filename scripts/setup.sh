@@ -10,6 +10,7 @@ log() { printf 'setup: %s\n' "$*"; }
 declare -A packages=(
   [ip]=iproute2 [nft]=nftables [iptables-nft]=iptables [conntrack]=conntrack
   [tcpdump]=tcpdump [make]=make [g++]=g++ [python3]=python3 [sysctl]=procps
+  [ping]=iputils-ping [setpriv]=util-linux
 )
 missing=()
 for cmd in "${!packages[@]}"; do
