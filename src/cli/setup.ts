@@ -63,6 +63,9 @@ interface SetupOptions {
   ports: string;
   statistic: string;
   snat?: boolean;
+  fragments?: boolean;
+  fragQueue?: string;
+  fragTun?: string;
   activate: boolean;
   dryRun?: boolean;
   json?: boolean;
@@ -100,6 +103,14 @@ function specFrom(opts: SetupOptions): SetupSpec {
     statistic: opts.statistic,
     snat: opts.snat === true,
   };
+  if (opts.fragments) {
+    const fq = opts.fragQueue ?? String(spec.queue.last + 1);
+    if (!/^\d{1,5}$/.test(fq)) throw new CliError(`invalid --frag-queue "${fq}": a queue number`);
+    // Default TUN name: nflb-<name>, cut to IFNAMSIZ - 1 bytes.
+    spec.fragments = { queue: Number(fq), tun: opts.fragTun ?? `nflb-${opts.name}`.slice(0, 15) };
+  } else if (opts.fragQueue !== undefined || opts.fragTun !== undefined) {
+    throw new CliError("--frag-queue and --frag-tun need --fragments");
+  }
   validateSpec(spec);
   return spec;
 }
@@ -166,6 +177,12 @@ export function registerSetupCommands(program: Command): void {
       "--snat",
       "masquerade towards the targets (nat), when they do not route back through this host",
     )
+    .option(
+      "--fragments",
+      "dsr: the daemon handles fragments (no reassembly; all fragments to a queue of their own)",
+    )
+    .option("--frag-queue <n>", "NFQUEUE for fragments (default: the last --queue + 1)")
+    .option("--frag-tun <name>", "TUN device for re-injected fragments (default: nflb-<name>)")
     .option(
       "--no-activate",
       "do not create the Maglev state or activate the targets in it (nat, dsr)",

@@ -1,10 +1,12 @@
 // setup() and teardown(): preflight, apply in steps with an undo stack, record.
 //
-// Order of a setup: (1) dsr routes and rules, (2) the nft table in one transaction,
+// Order of a setup: (1) dsr routes and rules, and the TUN device of --fragments,
+// (2) the nft table in one transaction,
 // (3) the iptables-nft chains and jumps in one iptables-nft-restore, (4) removal of what
 // an earlier setup of the same name had and this one has not. Queueing/marking starts
 // with step 3, so by then everything that acts on a mark exists. A failure in 1-3 undoes
 // the steps done, in reverse, back to the previous state (nothing, or the earlier setup).
+import { existsSync } from "node:fs";
 import { isDeepStrictEqual } from "node:util";
 import {
   builtinSnapshot,
@@ -17,11 +19,15 @@ import {
   iptApplyTable,
   iptRemove,
   iptTableIntact,
+  linkState,
   nftApply,
   nftChainRules,
   nftRemoveTable,
   noteCreatedBuiltins,
   sameAddress,
+  tunEnsure,
+  tunIntact,
+  tunRemove,
 } from "./live.js";
 import {
   netnsIdentity,
@@ -104,6 +110,24 @@ function checkDsrTargets(plan: Plan, previous: readonly Plan[]): void {
   }
 }
 
+/** The TUN device must not exist, unless it is this setup's own (from an earlier run). */
+function checkTun(plan: Plan): void {
+  if (!plan.tun) return;
+  if (!existsSync("/dev/net/tun")) {
+    throw new SetupError(
+      "--fragments needs a TUN device, and /dev/net/tun is missing (CONFIG_TUN; modprobe tun)",
+    );
+  }
+  const st = linkState(plan.tun.name);
+  if (st && !(st.kind === "tun" && st.alias === plan.tun.alias)) {
+    throw new SetupError(
+      `network device ${plan.tun.name} exists already and is not this setup's TUN device (${
+        st.kind ?? "no kind"
+      }${st.alias ? `, alias "${st.alias}"` : ""}): choose another --frag-tun`,
+    );
+  }
+}
+
 function warnings(n: NormalizedSpec, warn: (m: string) => void): void {
   const key = n.family === 4 ? "net.ipv4.ip_forward" : "net.ipv6.conf.all.forwarding";
   if (readSysctl(key) === "0") {
@@ -139,6 +163,12 @@ function warnings(n: NormalizedSpec, warn: (m: string) => void): void {
       }
     }
   }
+  // The kernel uses the larger of "all" and the device's value: strict wins over our 0.
+  if (n.fragments && n.family === 4 && readSysctl("net.ipv4.conf.all.rp_filter") === "1") {
+    warn(
+      `net.ipv4.conf.all.rp_filter is 1 (strict) and overrides ${n.fragments.tun}'s 0: re-injected fragments (client source, arriving on ${n.fragments.tun}) will be dropped; set it to 0 or 2 (loose)`,
+    );
+  }
 }
 
 function preflight(
@@ -154,6 +184,7 @@ function preflight(
   }
   probeIptables(plan);
   checkDsrTargets(plan, previous);
+  checkTun(plan);
   warnings(n, warn);
 }
 
@@ -195,6 +226,7 @@ function planIntact(plan: Plan): boolean {
   const chains = nftChainRules(family, table);
   if (!chains || !isDeepStrictEqual(Object.fromEntries(chains), plan.nftChains)) return false;
   if (!plan.iptables.tables.every((t) => iptTableIntact(plan.iptables.binary, t))) return false;
+  if (plan.tun && !tunIntact(plan.tun, plan.family)) return false;
   return plan.ipItems.every(ipItemPresent);
 }
 
@@ -216,6 +248,8 @@ function removePlans(plans: readonly Plan[], keep?: Plan): string[] {
     for (const item of [...plan.ipItems].reverse()) {
       if (!keptItems.has(ipItemKey(item))) attempt(ipItemKey(item), () => ipItemRemove(item));
     }
+    const tun = plan.tun;
+    if (tun && tun.name !== keep?.tun?.name) attempt(`tun ${tun.name}`, () => tunRemove(tun));
   }
   attempt("builtin chains", cleanupBuiltins);
   return problems;
@@ -257,6 +291,11 @@ function applySteps(plan: Plan, previous: Plan | undefined, failAt?: FaultPoint)
       }
       ipItemAdd(item);
       undo.push({ what: ipItemKey(item), fn: () => ipItemRemove(item) });
+    }
+    const tun = plan.tun;
+    // An existing one is this setup's own (preflight): kept, also on rollback.
+    if (tun && tunEnsure(tun, plan.family)) {
+      undo.push({ what: `tun ${tun.name}`, fn: () => tunRemove(tun) });
     }
     fault("after-ip");
 

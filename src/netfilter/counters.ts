@@ -1,7 +1,7 @@
 // Per-target and queue counters of a setup, read from its rules (for `nflb stats`).
 import { iptSave, nftJson } from "./live.js";
 import { readRecord } from "./record.js";
-import { balanceChainName, queueChainName } from "./render.js";
+import { balanceChainName, fragmentComment, queueChainName } from "./render.js";
 import { type RuleCounter, type SetupCounters, SetupError } from "./types.js";
 
 interface Count {
@@ -47,6 +47,7 @@ export function readCounters(name: string): SetupCounters {
   }
 
   const queued: Count = { packets: 0, bytes: 0 };
+  const fragments: Count = { packets: 0, bytes: 0 };
   const connections = new Map<number, number>();
   const bin = plan.iptables.binary;
   if (plan.mode === "statistic") {
@@ -60,8 +61,9 @@ export function readCounters(name: string): SetupCounters {
     const q = queueChainName(plan.name);
     for (const r of iptCounters(iptSave(bin, "mangle", true).raw)) {
       if (r.chain === q && r.rule.includes("-j NFQUEUE")) {
-        queued.packets += r.count.packets;
-        queued.bytes += r.count.bytes;
+        const sum = r.rule.includes(fragmentComment(plan.name)) ? fragments : queued;
+        sum.packets += r.count.packets;
+        sum.bytes += r.count.bytes;
       }
     }
     if (plan.mode === "nat") {
@@ -82,5 +84,5 @@ export function readCounters(name: string): SetupCounters {
     if (plan.mode !== "dsr") counter.connections = connections.get(t.fwmark) ?? 0;
     return counter;
   });
-  return { queued, targets };
+  return plan.tun ? { queued, fragments, targets } : { queued, targets };
 }

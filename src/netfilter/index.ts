@@ -7,6 +7,9 @@
 //                                       and OUTPUT (iptables-nft: no nft queue here)
 //   iptables-nft nat NFLB-<name>(-LB)   statistic nth/random + DNAT (statistic)
 //   ip rule pref P fwmark N table N     dsr, with `default via <target> table N`
+//   dsr --fragments: in the nft table a chain at prerouting -450 (VIP traffic: notrack,
+//     fragments: mark FRAGMENT_MARK), in NFLB-<name> the fragment queue rule ahead of the
+//     others, and a persistent TUN device (alias nflb:<name>:fragments, rp_filter 0)
 //   /run/nflb/netns-<inode>/<name>.setup.json   the record teardown works from
 //
 // Requirements the rules cannot meet by themselves (document them to users):
@@ -15,6 +18,9 @@
 //        and relaxed rp_filter) and sit on a directly connected network; the VIPs must not
 //        be local addresses of the load balancer; on a one-armed load balancer turn off
 //        ICMP redirects, or clients learn to bypass it.
+//   --fragments: net.ipv4.conf.all.rp_filter must not be 1 (it overrides the TUN's 0);
+//        all fragments of the balanced protocols to the VIPs are queued whatever their
+//        ports (later fragments carry none), so the daemon applies --ports itself.
 export { readSetupDetails, readSetupRecord, setup, teardown } from "./apply.js";
 export { readCounters } from "./counters.js";
 export type { SetupRecord } from "./record.js";
@@ -30,13 +36,15 @@ export {
 } from "./render.js";
 export {
   type FaultPoint,
+  FRAGMENT_MARK,
   type RuleCounter,
   type SetupCounters,
   SetupError,
+  type SetupFragments,
   type SetupMode,
   type SetupOptions,
   type SetupProtocol,
   type SetupSpec,
   type SetupTarget,
 } from "./types.js";
-export { normalizeSpec, parsePorts, validateSpec } from "./validate.js";
+export { normalizeSpec, parsePorts, validateSpec, validTunName } from "./validate.js";

@@ -2,6 +2,7 @@
 // and routes. Every removal here is tolerant of the object being gone already, so that a
 // teardown can finish after a partial setup, a crash or a manual cleanup.
 
+import { readFileSync, writeFileSync } from "node:fs";
 import { readOwnership, writeOwnership } from "./record.js";
 import {
   type IpItem,
@@ -11,9 +12,12 @@ import {
   iptablesRestoreText,
   jumpLine,
   type Plan,
+  type TunItem,
+  tunCommands,
 } from "./render.js";
 import { run, tryRun } from "./sys.js";
-import { canonicalAddress, parseAddress } from "./validate.js";
+import { SetupError } from "./types.js";
+import { canonicalAddress, type Family, parseAddress } from "./validate.js";
 
 type IptBinary = Plan["iptables"]["binary"];
 type NftFamily = "ip" | "ip6";
@@ -226,4 +230,87 @@ export function ipItemRemove(item: IpItem): void {
   if (!ipItemPresent(item)) return;
   const [cmd, ...args] = ipItemArgs(item, "del");
   run(cmd, args);
+}
+
+// ---- the TUN device of --fragments ----------------------------------------------------
+
+export interface LinkState {
+  /** linkinfo kind ("tun", "veth", ...); undefined for devices without one (lo). */
+  kind?: string;
+  /** IFLA_IFALIAS, "" when unset. */
+  alias: string;
+  up: boolean;
+  addrGenMode?: string;
+}
+
+/** A network device of this namespace, or undefined when there is none of that name. */
+export function linkState(name: string): LinkState | undefined {
+  const links = ipJson(["-d", "link", "show", "dev", name]);
+  const l = links?.[0];
+  if (!l || l.ifname !== name) return undefined;
+  const info = l.linkinfo as { info_kind?: string } | undefined;
+  return {
+    kind: info?.info_kind,
+    alias: typeof l.ifalias === "string" ? l.ifalias : "",
+    up: Array.isArray(l.flags) && l.flags.includes("UP"),
+    addrGenMode: typeof l.inet6_addr_gen_mode === "string" ? l.inet6_addr_gen_mode : undefined,
+  };
+}
+
+/**
+ * This setup's TUN device: a tun with its alias, or (a setup that died between
+ * `ip tuntap add` and `ip link set alias`) a tun without any alias.
+ */
+function isOurTun(st: LinkState | undefined, tun: TunItem, allowUnaliased: boolean): boolean {
+  return st?.kind === "tun" && (st.alias === tun.alias || (allowUnaliased && st.alias === ""));
+}
+
+const rpFilterPath = (dev: string) => `/proc/sys/net/ipv4/conf/${dev}/rp_filter`;
+
+/** Whether the TUN device exists as setup leaves it (ours, up, settings in place). */
+export function tunIntact(tun: TunItem, family: Family): boolean {
+  const st = linkState(tun.name);
+  if (!st || !isOurTun(st, tun, false) || !st.up || st.addrGenMode !== "none") return false;
+  if (family !== 4) return true;
+  try {
+    return readFileSync(rpFilterPath(tun.name), "utf8").trim() === "0";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Creates the TUN device, or keeps the one an earlier run of this setup made, and
+ * (re)applies its settings. Returns true when it was created now. A device of that name
+ * that is not ours is an error (preflight reports it first).
+ */
+export function tunEnsure(tun: TunItem, family: Family): boolean {
+  const st = linkState(tun.name);
+  if (st && !isOurTun(st, tun, false)) {
+    throw new SetupError(
+      `network device ${tun.name} exists and is not this setup's TUN device (alias "${st.alias}")`,
+    );
+  }
+  const [create, ...configure] = tunCommands(tun, family);
+  if (!st) run(create[0], create.slice(1));
+  try {
+    for (const cmd of configure) {
+      if (cmd[0] === "sysctl") {
+        // Same effect as the rendered sysctl command, without needing procps.
+        writeFileSync(rpFilterPath(tun.name), "0");
+      } else run(cmd[0], cmd.slice(1));
+    }
+  } catch (err) {
+    if (!st) tunRemove(tun);
+    throw err instanceof SetupError
+      ? err
+      : new SetupError(`configuring ${tun.name} failed: ${(err as Error).message}`);
+  }
+  return !st;
+}
+
+/** Deletes the TUN device if it is there and ours; anything else of that name stays. */
+export function tunRemove(tun: TunItem): void {
+  if (!isOurTun(linkState(tun.name), tun, true)) return;
+  run("ip", ["link", "del", "dev", tun.name]);
 }

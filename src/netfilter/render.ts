@@ -1,7 +1,14 @@
 // Renders a normalised spec into the exact rule sets that setup() applies. Pure.
 //
 // Packet path (prerouting; output is the same with the locally originated traffic):
+//   -450 inet nflb_<name>        dsr --fragments: VIP traffic gets `notrack`, so neither
+//                                 conntrack nor its defragmentation (-400) touches it, and
+//                                 every fragment to a VIP gets FRAGMENT_MARK.
 //   -150 mangle (iptables-nft)   NFLB-<name>: VIP/proto/ports -> NFQUEUE (nat, dsr).
+//                                 --fragments: first, VIP + FRAGMENT_MARK -> the fragment
+//                                 queue (later fragments have no ports for the rules
+//                                 below; first fragments go there too, so that one
+//                                 worker sees every fragment of a datagram).
 //                                 This kernel has no nft `queue` expression, so this one
 //                                 rule goes through iptables-nft (xt compat).
 //   -140 inet nflb_<name>        nat --syn-only: save the daemon's mark into conntrack on
@@ -15,8 +22,10 @@
 //    -90 inet nflb_<name>        nat/statistic: per-target packet counters (after DNAT).
 //   routing                      dsr: `ip rule fwmark N table N`, default via target.
 //    100 inet nflb_<name>        --snat: masquerade towards the targets.
+//   TUN device (--fragments)     where the daemon re-injects stored fragments: they enter
+//                                 prerouting again on it and meet the same rules.
 
-import type { SetupSpec } from "./types.js";
+import { FRAGMENT_MARK, type SetupSpec } from "./types.js";
 import {
   type Family,
   type NormalizedSpec,
@@ -52,6 +61,12 @@ export interface IpItem {
   via?: string;
 }
 
+/** The TUN device of --fragments; `alias` (IFLA_IFALIAS) marks it as this setup's. */
+export interface TunItem {
+  name: string;
+  alias: string;
+}
+
 /** Everything one setup owns; also what the record keeps for teardown. */
 export interface Plan {
   name: string;
@@ -66,6 +81,8 @@ export interface Plan {
   /** dsr: routes then rules, in the order they are added. */
   ipItems: IpItem[];
   targets: NormalizedTarget[];
+  /** --fragments: the TUN device (absent without, also in records of older setups). */
+  tun?: TunItem;
 }
 
 export interface RenderedSetup {
@@ -75,7 +92,10 @@ export interface RenderedSetup {
   iptables: string[][];
   /** The same rules as `iptables-nft-restore --noflush` input. */
   iptablesRestore: string;
-  /** `ip rule` / `ip route` commands (dsr), one argv each, in order. */
+  /**
+   * Commands outside netfilter, one argv each, in order: the TUN device of --fragments
+   * (ip tuntap, ip link, sysctl), then the dsr routes and rules (ip route, ip rule).
+   */
   ipRules: string[][];
 }
 
@@ -83,6 +103,11 @@ export const nftTableName = (name: string): string => `nflb_${name}`;
 export const queueChainName = (name: string): string => `NFLB-${name}`;
 export const balanceChainName = (name: string): string => `NFLB-${name}-LB`;
 export const queueComment = (name: string): string => `nflb:${name}:queue`;
+export const fragmentComment = (name: string): string => `nflb:${name}:fragments`;
+/** The TUN device's alias: how setup and teardown recognise it as theirs. */
+export const tunAlias = (name: string): string => `nflb:${name}:fragments`;
+/** nft and iptables print marks in hex. */
+export const FRAGMENT_MARK_HEX = `0x${FRAGMENT_MARK.toString(16)}`;
 export const targetComment = (name: string, fwmark: number): string =>
   `nflb:${name}:fwmark=${fwmark}`;
 
@@ -225,6 +250,27 @@ function iptablesPlan(n: NormalizedSpec): IptTablePlan {
     n.queue.first === n.queue.last
       ? ["--queue-num", String(n.queue.first)]
       : ["--queue-balance", `${n.queue.first}:${n.queue.last}`];
+  // Fragments first, by the mark the -450 chain set (per VIP: other setups' VIPs carry
+  // the same mark and are for their own fragment queues).
+  const fragments = n.fragments
+    ? n.vips.map((vip) => [
+        "-d",
+        vip,
+        "-m",
+        "mark",
+        "--mark",
+        FRAGMENT_MARK_HEX,
+        "-m",
+        "comment",
+        "--comment",
+        fragmentComment(n.name),
+        "-j",
+        "NFQUEUE",
+        "--queue-num",
+        String(n.fragments?.queue),
+        ...(n.queueBypass ? ["--queue-bypass"] : []),
+      ])
+    : [];
   const rules = selectors(n).map((sel) => [
     ...sel,
     ...(n.synOnly ? ["-m", "conntrack", "--ctstate", "NEW"] : []),
@@ -237,7 +283,7 @@ function iptablesPlan(n: NormalizedSpec): IptTablePlan {
     ...queue,
     ...(n.queueBypass ? ["--queue-bypass"] : []),
   ]);
-  return { table: "mangle", chains: [{ name: entry, rules }], jumps };
+  return { table: "mangle", chains: [{ name: entry, rules: [...fragments, ...rules] }], jumps };
 }
 
 function ipItems(n: NormalizedSpec): IpItem[] {
@@ -259,6 +305,23 @@ function ipItems(n: NormalizedSpec): IpItem[] {
   // Routes first: a rule pointing at an empty table would only fall through anyway,
   // but this way every rule works from the moment it exists.
   return [...routes, ...rules];
+}
+
+/** The commands that create and configure the TUN device, as setup runs them. */
+export function tunCommands(tun: TunItem, family: Family): string[][] {
+  const cmds = [
+    ["ip", "tuntap", "add", "dev", tun.name, "mode", "tun"],
+    // No IPv6 link-local address (and so no routes or MLD) on it: it only receives.
+    ["ip", "link", "set", "dev", tun.name, "alias", tun.alias, "addrgenmode", "none", "up"],
+  ];
+  // Re-injected fragments carry the client's source address, whose route is elsewhere.
+  if (family === 4) cmds.push(["sysctl", "-qw", `${rpFilterKey(tun.name)}=0`]);
+  return cmds;
+}
+
+/** sysctl's key for a device's rp_filter ("/" separators when the name holds a "."). */
+export function rpFilterKey(dev: string): string {
+  return dev.includes(".") ? `net/ipv4/conf/${dev}/rp_filter` : `net.ipv4.conf.${dev}.rp_filter`;
 }
 
 /** "replace" is for routes only. */
@@ -283,6 +346,10 @@ export function ipItemArgs(item: IpItem, op: "add" | "del" | "replace"): string[
 
 export function ipItemKey(item: IpItem): string {
   return ipItemArgs(item, "add").join(" ");
+}
+
+function nftProtocols(protocols: readonly string[]): string {
+  return protocols.length === 1 ? protocols[0] : nftElements(protocols);
 }
 
 function nftElements(items: readonly string[]): string {
@@ -376,6 +443,15 @@ function nftScript(n: NormalizedSpec): { script: string; chains: Record<string, 
     chain("dnat_prerouting", "nat", "prerouting", "dstnat", dnat);
     chain("dnat_output", "nat", "output", "-100", dnat);
   }
+  if (n.fragments) {
+    const protos = n.protocols.length === 0 ? "" : ` meta l4proto ${nftProtocols(n.protocols)}`;
+    const fragment = n.family === 4 ? "ip frag-off & 0x3fff != 0" : "exthdr frag exists"; // MF or offset
+    chain("fragments_prerouting", "filter", "prerouting", "-450", [
+      // Before conntrack's defragmentation (-400): VIP traffic stays in pieces.
+      `${ip} daddr @vips notrack`,
+      `${ip} daddr @vips ${fragment}${protos} meta mark set ${FRAGMENT_MARK_HEX}`,
+    ]);
+  }
   if (n.mode === "dsr") {
     const count = [`${ip} daddr @vips meta mark @marks counter name meta mark map @pkts_counters`];
     chain("count_prerouting", "filter", "prerouting", "mangle + 10", count);
@@ -412,6 +488,7 @@ export function buildPlan(n: NormalizedSpec): Plan {
     },
     ipItems: ipItems(n),
     targets: n.targets,
+    ...(n.fragments ? { tun: { name: n.fragments.tun, alias: tunAlias(n.name) } } : {}),
   };
 }
 
@@ -461,7 +538,10 @@ export function renderPlan(plan: Plan): RenderedSetup {
     nft: plan.nft,
     iptables,
     iptablesRestore: plan.iptables.tables.map((t) => iptablesRestoreText(t)).join(""),
-    ipRules: plan.ipItems.map((i) => ipItemArgs(i, "add")),
+    ipRules: [
+      ...(plan.tun ? tunCommands(plan.tun, plan.family) : []),
+      ...plan.ipItems.map((i) => ipItemArgs(i, "add")),
+    ],
   };
 }
 

@@ -39,7 +39,28 @@ export interface SetupSpec {
   snat: boolean;
   /** dsr: preference of the `ip rule fwmark N table N` rules (default 1000). */
   rulePriority?: number;
+  /**
+   * dsr only: fragment handling by the daemon. VIP traffic is exempt from conntrack (so
+   * the kernel does not reassemble it), every fragment to the VIPs goes to NFQUEUE
+   * `queue` (which the daemon opens with a full copy range), and the TUN device `tun`
+   * (created and removed by setup) is where the daemon re-injects stored fragments.
+   */
+  fragments?: SetupFragments;
 }
+
+export interface SetupFragments {
+  /** NFQUEUE number 0..65535 outside the normal queue range. */
+  queue: number;
+  /** TUN device name: 1-15 bytes, no "/", ":", "%" or whitespace. */
+  tun: string;
+}
+
+/**
+ * The packet mark nflb reserves for "fragment of VIP traffic": set by nflb's nft chain
+ * at prerouting priority -450, matched by the iptables fragment queue rule, overwritten by
+ * the daemon's verdict. 0x6e666c62 is "nflb" in ASCII; no target may use it as fwmark.
+ */
+export const FRAGMENT_MARK = 0x6e666c62;
 
 export interface RuleCounter {
   fwmark: number;
@@ -55,8 +76,10 @@ export interface RuleCounter {
 }
 
 export interface SetupCounters {
-  /** Packets the NFQUEUE rule(s) matched (nat/dsr; zero in statistic mode). */
+  /** Packets the NFQUEUE rule(s) matched (nat/dsr; zero in statistic mode), fragments not. */
   queued: { packets: number; bytes: number };
+  /** --fragments: fragments (first ones included) the fragment queue rule(s) matched. */
+  fragments?: { packets: number; bytes: number };
   targets: RuleCounter[];
 }
 

@@ -1,7 +1,13 @@
 // Validation and normalisation of a SetupSpec. Pure: no I/O, so --dry-run and the unit
 // tests see exactly what setup() would apply.
 import ipaddr from "ipaddr.js";
-import { SetupError, type SetupProtocol, type SetupSpec } from "./types.js";
+import {
+  FRAGMENT_MARK,
+  SetupError,
+  type SetupFragments,
+  type SetupProtocol,
+  type SetupSpec,
+} from "./types.js";
 
 export type Family = 4 | 6;
 export type PortRange = readonly [number, number];
@@ -30,6 +36,8 @@ export interface NormalizedSpec {
   statistic: "nth" | "random";
   snat: boolean;
   rulePriority: number;
+  /** dsr --fragments; absent without. */
+  fragments?: SetupFragments;
 }
 
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,19}$/;
@@ -38,6 +46,18 @@ const MAX_WEIGHT = 1_000_000;
 /** nth with weights needs one rule per slot of the (gcd-reduced) weight sum. */
 export const MAX_NTH_SLOTS = 1000;
 export const DEFAULT_RULE_PRIORITY = 1000;
+/**
+ * A network device name the kernel accepts (dev_valid_name: < IFNAMSIZ bytes, not "." or
+ * "..", no "/", ":" or whitespace), printable ASCII, and without "%", which TUNSETIFF
+ * would take as a template for a free number.
+ */
+export const TUN_NAME_PATTERN = /^(?!\.\.?$)[!-~]{1,15}$/;
+const TUN_NAME_FORBIDDEN = /[/:%]/;
+
+export function validTunName(name: unknown): name is string {
+  return typeof name === "string" && TUN_NAME_PATTERN.test(name) && !TUN_NAME_FORBIDDEN.test(name);
+}
+
 /** Routing tables 253-255 are default/main/local: a dsr fwmark must not name them. */
 const RESERVED_TABLES = new Set([253, 254, 255]);
 
@@ -250,6 +270,47 @@ export function normalizeSpec(spec: SetupSpec): NormalizedSpec {
     errors.push(`rule priority ${String(rulePriority)} must be 1..32765`);
   }
 
+  // Fragment handling (dsr only).
+  const frag = s.fragments;
+  if (frag !== undefined) {
+    if (mode === "nat") {
+      errors.push(
+        "--fragments needs --mode dsr: nat needs conntrack, and conntrack reassembles fragments (prerouting -400) before the queue, so in nat mode the daemon only ever sees whole datagrams and --fragments cannot apply",
+      );
+    } else if (mode === "statistic") {
+      errors.push(
+        "--fragments needs --mode dsr: statistic mode has no daemon, and its conntrack reassembles fragments anyway",
+      );
+    }
+    if (typeof frag !== "object" || frag === null) {
+      errors.push("fragments must be { queue, tun }");
+    } else {
+      if (!isUint(frag.queue, 65535)) {
+        errors.push(`fragment queue ${String(frag.queue)} must be 0..65535`);
+      } else if (
+        mode !== "statistic" &&
+        isUint(queue.first, 65535) &&
+        isUint(queue.last, 65535) &&
+        frag.queue >= queue.first &&
+        frag.queue <= queue.last
+      ) {
+        errors.push(
+          `fragment queue ${frag.queue} lies in the normal queue range ${queue.first}:${queue.last}: it needs a queue of its own (full copy range)`,
+        );
+      }
+      if (!validTunName(frag.tun)) {
+        errors.push(
+          `TUN name ${JSON.stringify(frag.tun)} must be 1-15 printable ASCII characters without "/", ":", "%" or spaces (and not "." or "..")`,
+        );
+      }
+    }
+    if (marks.has(FRAGMENT_MARK)) {
+      errors.push(
+        `fwmark ${FRAGMENT_MARK} (0x${FRAGMENT_MARK.toString(16)}) is reserved for fragments with --fragments`,
+      );
+    }
+  }
+
   // Protocols and ports.
   const protocols: SetupProtocol[] = [];
   if (!Array.isArray(s.protocols)) errors.push("protocols must be a list");
@@ -291,6 +352,7 @@ export function normalizeSpec(spec: SetupSpec): NormalizedSpec {
     statistic: s.statistic as "nth" | "random",
     snat: s.snat as boolean,
     rulePriority,
+    ...(frag ? { fragments: { queue: frag.queue, tun: frag.tun } } : {}),
   };
 }
 

@@ -1,6 +1,6 @@
 // `nflb setup` / `nflb teardown` rule sets in a real namespace, without traffic: every
 // mode applies and removes cleanly (byte for byte), is idempotent, replaces, rolls back,
-// and leaves foreign tables, rules and routes alone.
+// and leaves foreign tables, rules, routes and network devices alone.
 import assert from "node:assert/strict";
 import { after, afterEach, before, describe, test } from "node:test";
 import type { SetupSpec } from "../../src/netfilter/index.js";
@@ -48,7 +48,19 @@ const CASES: [string, SetupSpec][] = [
   ["dsr IPv6", spec({ mode: "dsr", ...v6, rulePriority: 77 })],
   ["statistic IPv4 nth", spec({ mode: "statistic", protocols: ["tcp"], ports: "80" })],
   ["statistic IPv6 random", spec({ mode: "statistic", statistic: "random", ...v6, snat: true })],
+  [
+    "dsr IPv4 --fragments",
+    spec({
+      mode: "dsr",
+      queueBypass: true,
+      queue: { first: 0, last: 1 },
+      protocols: ["udp"],
+      fragments: { queue: 2, tun: "nflb-rules" },
+    }),
+  ],
+  ["dsr IPv6 --fragments", spec({ mode: "dsr", ...v6, fragments: { queue: 9, tun: "frag.tun6" } })],
 ];
+const FRAG4 = CASES[6][1];
 
 /** Everything setup may touch, as text. */
 function snapshot(ns: Netns): string {
@@ -65,6 +77,8 @@ function snapshot(ns: Netns): string {
     ns.exec("ip", ["-6", "rule"]),
     ns.exec("ip", ["-4", "route", "show", "table", "all"]),
     ns.exec("ip", ["-6", "route", "show", "table", "all"]),
+    ns.exec("ip", ["-d", "link", "show"]),
+    ns.exec("sysctl", ["-a", "--pattern", "^net\\.ipv4\\.conf\\..*\\.rp_filter$"]),
   ].join("\n-----\n");
 }
 
@@ -75,10 +89,13 @@ function withoutCounters(text: string): string {
 
 /**
  * Also order-insensitive: a replaced nft table moves to the end of the list, and a
- * re-added ip rule goes after the others of the same preference.
+ * re-added ip rule goes after the others of the same preference; and a re-created
+ * device's interface index does not count.
  */
 function sortedSnapshot(ns: Netns): string {
-  const [nft, ...rest] = withoutCounters(snapshot(ns)).split("\n-----\n");
+  const [nft, ...rest] = withoutCounters(snapshot(ns))
+    .replace(/^\d+: (?=\S+: <)/gm, "N: ")
+    .split("\n-----\n");
   const tables = nft
     .split(/^(?=table )/m)
     .map((t) => t.trim())
@@ -160,6 +177,20 @@ describe("setup/teardown rule sets", { skip }, () => {
           assert.match(applied, /table inet nflb_rules \{/);
           assert.match(applied, /:NFLB-rules - \[0:0\]/);
           if (s.mode === "dsr") assert.match(applied, /fwmark 0x\w+ lookup \d+/);
+          if (s.fragments) {
+            const tun = s.fragments.tun;
+            assert.doesNotMatch(clean, new RegExp(`: ${tun}:`));
+            const dev = lb.exec("ip", ["-d", "link", "show", "dev", tun]);
+            assert.match(dev, /<NO-CARRIER,POINTOPOINT,MULTICAST,NOARP,UP>/);
+            assert.match(dev, /tun type tun pi off vnet_hdr off persist on addrgenmode none/);
+            assert.match(dev, /alias nflb:rules:fragments/);
+            assert.match(
+              applied,
+              /chain fragments_prerouting \{\n\t\ttype filter hook prerouting priority -450;/,
+            );
+            assert.match(applied, /-m mark --mark 0x6e666c62 .*-j NFQUEUE --queue-num \d+/);
+            if (s === FRAG4) assert.match(applied, new RegExp(`conf\\.${tun}\\.rp_filter = 0`));
+          }
           assert.deepEqual(netfilter(lb, "readSetupRecord", "rules"), s);
 
           netfilter(lb, "setup", s);
@@ -196,6 +227,68 @@ describe("setup/teardown rule sets", { skip }, () => {
         assert.equal(netfilter(lb, "teardown", "rules"), true);
       });
 
+      test("--fragments: the TUN device is kept on re-setup and repaired when damaged", () => {
+        const clean = snapshot(lb);
+        const tun = "nflb-rules";
+        const ifindex = () => lb.exec("cat", [`/sys/class/net/${tun}/ifindex`]).trim();
+        netfilter(lb, "setup", FRAG4);
+        const applied = sortedSnapshot(lb);
+        const first = ifindex();
+        netfilter(lb, "setup", FRAG4);
+        assert.equal(ifindex(), first, "re-setup re-created the TUN device");
+        // Down, strict rp_filter, an IPv6 link-local address mode: all put right, same device.
+        lb.exec("ip", ["link", "set", "dev", tun, "down", "addrgenmode", "random"]);
+        lb.sysctl(`net.ipv4.conf.${tun}.rp_filter`, "1");
+        netfilter(lb, "setup", FRAG4);
+        assert.equal(ifindex(), first);
+        assert.equal(sortedSnapshot(lb), applied);
+        // Gone: created again.
+        lb.exec("ip", ["link", "del", "dev", tun]);
+        netfilter(lb, "setup", FRAG4);
+        assert.notEqual(ifindex(), first);
+        assert.equal(sortedSnapshot(lb), applied);
+        assert.equal(netfilter(lb, "teardown", "rules"), true);
+        assert.equal(snapshot(lb), clean);
+      });
+
+      test("--fragments: another TUN name replaces the device; fragments off removes it", () => {
+        const clean = snapshot(lb);
+        netfilter(lb, "setup", FRAG4);
+        const other = { ...FRAG4, fragments: { queue: 7, tun: "nflb-other" } };
+        netfilter(lb, "setup", other);
+        const links = lb.exec("ip", ["link", "show"]);
+        assert.doesNotMatch(links, /nflb-rules/);
+        assert.match(links, /nflb-other/);
+        assert.match(lb.exec("iptables-nft-save", ["-t", "mangle"]), /--queue-num 7/);
+        const { fragments: _, ...plain } = other;
+        netfilter(lb, "setup", plain);
+        assert.doesNotMatch(lb.exec("ip", ["link", "show"]), /nflb-/);
+        assert.doesNotMatch(snapshot(lb), /fragments_prerouting|0x6e666c62/);
+        netfilter(lb, "teardown", "rules");
+        assert.equal(snapshot(lb), clean);
+      });
+
+      test("--fragments: a device of the TUN's name that is not ours is refused and kept", () => {
+        for (const make of [
+          ["ip", "tuntap", "add", "dev", "nflb-rules", "mode", "tun"],
+          ["ip", "link", "add", "nflb-rules", "type", "veth", "peer", "name", "nflb-peer"],
+        ]) {
+          lb.exec(make[0], make.slice(1));
+          try {
+            const clean = snapshot(lb);
+            const r = netfilterCall(lb, "setup", FRAG4);
+            assert.equal(r.ok, false);
+            assert.match(
+              r.ok ? "" : r.error,
+              /network device nflb-rules exists already and is not this setup's TUN device \((tun|veth)\): choose another --frag-tun/,
+            );
+            assert.equal(snapshot(lb), clean);
+          } finally {
+            lb.exec("ip", ["link", "del", "dev", "nflb-rules"]);
+          }
+        }
+      });
+
       test("teardown after the rules were partly removed by hand", () => {
         const clean = snapshot(lb);
         netfilter(lb, "setup", CASES[2][1]);
@@ -230,7 +323,8 @@ describe("setup/teardown rule sets", { skip }, () => {
         for (const point of ["exit-after-ip", "exit-after-nft", "exit-after-iptables"] as const) {
           test(`a setup that died (${point}) is cleared by teardown, or replaced by setup`, () => {
             const clean = snapshot(lb);
-            const [, dsr] = CASES[2];
+            // --fragments adds the TUN device to what a crash leaves behind.
+            const dsr = point === "exit-after-ip" ? FRAG4 : CASES[2][1];
             assert.throws(() => netfilterCall(lb, "setup", dsr, { failAt: point }), /failed/);
             assert.deepEqual(netfilter(lb, "readSetupRecord", "rules"), dsr);
             assert.equal(netfilter(lb, "teardown", "rules"), true);
@@ -277,7 +371,7 @@ describe("setup/teardown rule sets", { skip }, () => {
       });
 
       for (const failAt of ["after-ip", "after-nft", "after-iptables"] as const) {
-        for (const [label, s] of [CASES[0], CASES[3]]) {
+        for (const [label, s] of [CASES[0], CASES[3], CASES[6]]) {
           test(`${label}: failure ${failAt} rolls back to nothing`, () => {
             const clean = snapshot(lb);
             const r = netfilterCall(lb, "setup", s, { failAt });
