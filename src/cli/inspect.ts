@@ -138,6 +138,14 @@ export function registerInspectCommands(program: Command): void {
             `  no target: dropped ${q.noTargetDropped}, marked ${q.noTargetMarked}; invalid: dropped ${q.invalidDropped}, accepted ${q.invalidAccepted}; send errors ${q.sendErrors}`,
           );
         }
+        for (const q of queues) {
+          const fr = q.fragments;
+          if (fr.firstSeen + fr.forwarded + fr.stored + fr.truncated === 0) continue;
+          out.push(
+            `queue ${q.queue} fragments: first ${fr.firstSeen}, forwarded ${fr.forwarded}, held ${fr.stored}, re-injected ${fr.reinjected}, entries now ${fr.entries}, held now ${fr.held}`,
+            `  dropped: expired ${fr.droppedExpired}, pool full ${fr.droppedPoolFull}, too big ${fr.droppedTooBig}, table full ${fr.droppedTableFull}, poisoned ${fr.droppedPoisoned}, truncated copy ${fr.truncated}; expired entries ${fr.expiredEntries}`,
+          );
+        }
         if (perTarget.size > 0) {
           out.push("targets:");
           for (const [fwmark, packets] of perTarget)

@@ -1,6 +1,11 @@
 // `nflb lb`: the NFQUEUE daemon.
 import type { Command } from "commander";
 import { parseQueueRange, runDaemon } from "../dataplane/daemon.js";
+import {
+  DEFAULT_FRAG_CONFIG,
+  type FragTableConfig,
+  validateFragConfig,
+} from "../fragments/config.js";
 import { LOG_LEVELS, Logger, parseLogLevel } from "../log/logger.js";
 import { action, addNameOption, CliError, fwmarkArg, intArg, requireRoot } from "./common.js";
 
@@ -16,6 +21,19 @@ interface LbOptions {
   notargetsFwmark?: number;
   invalid: string;
   loglevel: string;
+  fragQueue?: number;
+  fragTun?: string;
+  ftSize: number;
+  ftBuckets: number;
+  ftFrag: number;
+  ftFragBytes: number;
+  ftTtl: number;
+  tier?: string;
+}
+
+/** The TUN device `nflb setup --fragments` creates for a load balancer by default. */
+export function defaultFragTun(name: string): string {
+  return `nflb-${name}`.slice(0, 15);
 }
 
 export function registerLbCommand(program: Command): void {
@@ -62,6 +80,46 @@ export function registerLbCommand(program: Command): void {
       "drop",
     )
     .option("--loglevel <level>", `log level: ${LOG_LEVELS.join(", ")}`, "notice")
+    .option(
+      "--frag-queue <n>",
+      "queue of IP fragments (setup --fragments): whole packets, tracked in the fragment table",
+      intArg(0, 65535),
+    )
+    .option("--frag-tun <dev>", "TUN device for re-injecting held fragments (default nflb-<name>)")
+    .option(
+      "--ft-size <n>",
+      "fragment table: datagrams tracked",
+      intArg(1, 1 << 20),
+      DEFAULT_FRAG_CONFIG.entries,
+    )
+    .option(
+      "--ft-buckets <n>",
+      "fragment table: extra entries for hash collisions",
+      intArg(0, 1 << 20),
+      DEFAULT_FRAG_CONFIG.extraBuckets,
+    )
+    .option(
+      "--ft-frag <n>",
+      "fragment table: fragments held at once while their first fragment is missing",
+      intArg(0, 1 << 20),
+      DEFAULT_FRAG_CONFIG.maxFragments,
+    )
+    .option(
+      "--ft-frag-bytes <n>",
+      "fragment table: largest fragment held",
+      intArg(68, 65535),
+      DEFAULT_FRAG_CONFIG.maxFragmentBytes,
+    )
+    .option(
+      "--ft-ttl <ms>",
+      "fragment table: lifetime of a datagram's entry",
+      intArg(1, 60_000),
+      DEFAULT_FRAG_CONFIG.ttlMs,
+    )
+    .option(
+      "--tier <name>",
+      "load-balancer tier state: fragments go to the instance their addresses hash to (needs init --ownfw)",
+    )
     .action(
       action(async (opts: LbOptions) => {
         if (opts.invalid !== "drop" && opts.invalid !== "accept") {
@@ -74,6 +132,31 @@ export function registerLbCommand(program: Command): void {
           level = parseLogLevel(opts.loglevel);
         } catch (err) {
           throw new CliError((err as Error).message);
+        }
+        let fragments: { queue: number; tun: string; table: FragTableConfig } | undefined;
+        if (opts.fragQueue !== undefined) {
+          if (queues.includes(opts.fragQueue)) {
+            throw new CliError(`--frag-queue ${opts.fragQueue} is also one of the --queue numbers`);
+          }
+          const table: FragTableConfig = {
+            entries: opts.ftSize,
+            extraBuckets: opts.ftBuckets,
+            maxFragments: opts.ftFrag,
+            maxFragmentBytes: opts.ftFragBytes,
+            ttlMs: opts.ftTtl,
+          };
+          try {
+            validateFragConfig(table);
+          } catch (err) {
+            throw new CliError((err as Error).message);
+          }
+          fragments = {
+            queue: opts.fragQueue,
+            tun: opts.fragTun ?? defaultFragTun(opts.name),
+            table,
+          };
+        } else if (opts.fragTun !== undefined) {
+          throw new CliError("--frag-tun needs --frag-queue");
         }
         requireRoot("nflb lb");
         const log = new Logger("nflb-lb", level);
@@ -91,6 +174,8 @@ export function registerLbCommand(program: Command): void {
             },
             notargetsFwmark: opts.notargetsFwmark ?? 0,
             acceptInvalid: opts.invalid === "accept",
+            fragments,
+            tier: opts.tier,
           },
           log,
         );

@@ -28,13 +28,55 @@ export const C = {
   tableChanges: 15,
   generation: 16,
   running: 17,
+  fragFirstSeen: 18,
+  fragForwarded: 19,
+  fragStored: 20,
+  fragReinjected: 21,
+  fragExpiredEntries: 22,
+  fragDroppedExpired: 23,
+  fragDroppedPoolFull: 24,
+  fragDroppedTooBig: 25,
+  fragDroppedTableFull: 26,
+  fragDroppedPoisoned: 27,
+  fragTruncated: 28,
+  fragReinjectErrors: 29,
+  fragEntries: 30,
+  fragHeld: 31,
   /** 32 words: invalid packets by classifier reason code. */
   invalidByReason: 32,
+  /** Fragments handed to the tier instance that owns them. */
+  tierForwarded: 64,
+  fragPoisoned: 65,
+  fragDiscardedPoisoned: 66,
+  fragFirstDuplicate: 67,
+  fragLaterSeen: 68,
   /** maxTargets words: packets per target slot. */
-  perSlot: 64,
+  perSlot: 72,
 } as const;
 
 export const INVALID_REASON_SLOTS = 32;
+
+/** Fragment counters as `nflb stats` names them. */
+const FRAGMENT_COUNTERS = {
+  firstSeen: C.fragFirstSeen,
+  forwarded: C.fragForwarded,
+  stored: C.fragStored,
+  reinjected: C.fragReinjected,
+  expiredEntries: C.fragExpiredEntries,
+  droppedExpired: C.fragDroppedExpired,
+  droppedPoolFull: C.fragDroppedPoolFull,
+  droppedTooBig: C.fragDroppedTooBig,
+  droppedTableFull: C.fragDroppedTableFull,
+  droppedPoisoned: C.fragDroppedPoisoned,
+  poisoned: C.fragPoisoned,
+  discardedPoisoned: C.fragDiscardedPoisoned,
+  firstDuplicate: C.fragFirstDuplicate,
+  laterSeen: C.fragLaterSeen,
+  truncated: C.fragTruncated,
+  reinjectErrors: C.fragReinjectErrors,
+  entries: C.fragEntries,
+  held: C.fragHeld,
+} as const;
 
 export function countersPath(name: string, queue: number): string {
   return join(stateDir(), `${validateName(name)}.q${queue}.stats`);
@@ -74,7 +116,9 @@ export interface QueueCounters {
   sendErrors: number;
   recvErrors: number;
   tableChanges: number;
+  tierForwarded: number;
   invalidByReason: Record<number, number>;
+  fragments: Record<keyof typeof FRAGMENT_COUNTERS, number>;
   perSlot: number[];
 }
 
@@ -124,7 +168,11 @@ export function readCounters(name: string): QueueCounters[] {
       sendErrors: w[C.sendErrors],
       recvErrors: w[C.recvErrors],
       tableChanges: w[C.tableChanges],
+      tierForwarded: w[C.tierForwarded],
       invalidByReason,
+      fragments: Object.fromEntries(
+        Object.entries(FRAGMENT_COUNTERS).map(([key, index]) => [key, w[index]]),
+      ) as QueueCounters["fragments"],
       perSlot: Array.from(w.subarray(C.perSlot, C.perSlot + w[C.maxTargets])),
     });
   }

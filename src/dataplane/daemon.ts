@@ -2,8 +2,10 @@
 // SIGTERM/SIGINT (each drains its socket so queued packets get verdicts).
 import { Worker } from "node:worker_threads";
 import { LEVEL_VALUE, type Logger } from "../log/logger.js";
+import { NFQ_MAX_COPY_RANGE } from "../nfqueue/constants.js";
 import type { QueueOptions } from "../nfqueue/queue.js";
 import { openState } from "../state/store.js";
+import type { FragmentOptions } from "./fraghandler.js";
 import type { WorkerConfig, WorkerMessage } from "./worker.js";
 
 export interface DaemonOptions {
@@ -12,6 +14,10 @@ export interface DaemonOptions {
   queue: Omit<QueueOptions, "queue">;
   notargetsFwmark: number;
   acceptInvalid: boolean;
+  /** The fragment queue: its worker copies whole packets and tracks fragments. */
+  fragments?: FragmentOptions & { queue: number };
+  /** Name of the load-balancer tier's state (see WorkerConfig.tier). */
+  tier?: string;
 }
 
 const STOP_TIMEOUT_MS = 5000;
@@ -35,36 +41,65 @@ export function parseQueueRange(text: string): number[] {
 export async function runDaemon(options: DaemonOptions, log: Logger): Promise<number> {
   // Fail before starting any worker if the load balancer does not exist.
   const state = openState(options.name);
-  const { tableSize, maxTargets } = state.config;
+  const { tableSize, maxTargets, ownFwmark } = state.config;
   state.close();
+  if (options.tier !== undefined) {
+    if (ownFwmark === 0) {
+      throw new Error(
+        `--tier needs this instance's own fwmark: nflb init --name ${options.name} --ownfw FWMARK`,
+      );
+    }
+    const tierState = openState(options.tier);
+    const listed = tierState.snapshot().targets.some((t) => t.fwmark === ownFwmark);
+    tierState.close();
+    if (!listed) {
+      throw new Error(
+        `own fwmark ${ownFwmark} is not a target of the tier "${options.tier}": nflb activate --name ${options.tier} ${ownFwmark}`,
+      );
+    }
+  }
 
+  const configs: WorkerConfig[] = options.queues.map((queue) => ({
+    name: options.name,
+    queue: { ...options.queue, queue },
+    notargetsFwmark: options.notargetsFwmark,
+    acceptInvalid: options.acceptInvalid,
+    tier: options.tier,
+  }));
+  if (options.fragments) {
+    const { queue, ...fragments } = options.fragments;
+    configs.push({
+      name: options.name,
+      queue: { ...options.queue, queue, copyRange: NFQ_MAX_COPY_RANGE },
+      notargetsFwmark: options.notargetsFwmark,
+      acceptInvalid: options.acceptInvalid,
+      fragments,
+      tier: options.tier,
+    });
+  }
+  const queueList = configs.map((c) => c.queue.queue).join(",");
   const workers = new Map<number, Worker>();
   const ready = new Set<number>();
   let failed = false;
   let stopping = false;
 
   const allStopped = new Promise<void>((resolve) => {
-    let remaining = options.queues.length;
+    let remaining = configs.length;
     const onExit = () => {
       remaining--;
       if (remaining === 0) resolve();
     };
-    for (const queue of options.queues) {
-      const config: WorkerConfig = {
-        name: options.name,
-        queue: { ...options.queue, queue },
-        notargetsFwmark: options.notargetsFwmark,
-        acceptInvalid: options.acceptInvalid,
-      };
+    for (const config of configs) {
+      const queue = config.queue.queue;
       const worker = new Worker(new URL("./worker.js", import.meta.url), { workerData: config });
       workers.set(queue, worker);
       worker.on("message", (message: WorkerMessage) => {
         switch (message.type) {
           case "ready":
             ready.add(message.queue);
-            if (ready.size === options.queues.length) {
+            if (ready.size === configs.length) {
               log.notice(
-                `load balancer "${options.name}" (M=${tableSize}, N=${maxTargets}) serving queue(s) ${options.queues.join(",")}`,
+                `load balancer "${options.name}" (M=${tableSize}, N=${maxTargets}) serving queue(s) ${queueList}`,
               );
             }
             break;

@@ -8,9 +8,10 @@ import {
   type QueueOptions,
   type VerdictWriter,
 } from "../nfqueue/queue.js";
-import { classify, flowHash, PacketInfo } from "../packet/index.js";
+import { addressHash, classify, FragKind, flowHash, PacketInfo } from "../packet/index.js";
 import { openState, type StateFile } from "../state/store.js";
 import { C, INVALID_REASON_SLOTS, mapCounters } from "./counters.js";
+import { FragmentHandler, type FragmentOptions } from "./fraghandler.js";
 import { LbView, NO_SLOT } from "./lbview.js";
 
 export interface WorkerConfig {
@@ -20,6 +21,14 @@ export interface WorkerConfig {
   notargetsFwmark: number;
   /** Accept invalid packets unmarked instead of dropping them. */
   acceptInvalid: boolean;
+  /** Set for the fragment queue's worker: track fragments, re-inject through a TUN. */
+  fragments?: FragmentOptions;
+  /**
+   * The load-balancer tier (a state listing every instance by fwmark): a fragment whose
+   * addresses hash to another instance is marked for it, so all fragments of a datagram
+   * meet in one instance, whichever received them.
+   */
+  tier?: string;
 }
 
 export type WorkerMessage =
@@ -40,6 +49,9 @@ let state: StateFile;
 let view: LbView;
 let counters: Float64Array;
 let queue: NfQueue;
+let fragments: FragmentHandler | undefined;
+let tier: LbView | undefined;
+let ownFwmark = 0;
 const info = new PacketInfo();
 let classifyOptions = { sctpPortsOnly: true, sctpEncapPort: 0 };
 
@@ -68,9 +80,11 @@ function refreshView(): void {
 
 function onBatch(batch: PacketBatch, verdicts: VerdictWriter): void {
   if (view.stale()) refreshView();
+  if (tier?.stale()) tier.refresh();
   const { buf, ids, payloadOffset, payloadLength } = batch;
   const seed = view.hashSeed;
   const fwmarkBySlot = view.fwmarkBySlot;
+  const now = fragments === undefined ? 0 : Date.now();
   let marked = 0;
   for (let i = 0; i < batch.count; i++) {
     const id = ids[i];
@@ -86,7 +100,31 @@ function onBatch(batch: PacketBatch, verdicts: VerdictWriter): void {
       }
       continue;
     }
-    const slot = view.slotFor(flowHash(info, seed));
+    if (tier !== undefined && info.fragKind !== FragKind.None) {
+      const owner = tier.slotFor(addressHash(info, tier.hashSeed));
+      if (owner !== NO_SLOT && tier.fwmarkBySlot[owner] !== ownFwmark) {
+        verdicts.accept(id, tier.fwmarkBySlot[owner]);
+        counters[C.tierForwarded]++;
+        continue;
+      }
+    }
+    let slot = view.slotFor(flowHash(info, seed));
+    if (fragments !== undefined && info.fragKind !== FragKind.None && slot !== NO_SLOT) {
+      slot = fragments.slotFor(
+        info,
+        buf,
+        payloadOffset[i],
+        payloadLength[i],
+        batch.origLength[i],
+        slot,
+        now,
+      );
+      if (slot < 0) {
+        // FRAG_HELD: a copy waits for its first fragment; FRAG_DROP: counted by the table.
+        verdicts.drop(id);
+        continue;
+      }
+    }
     if (slot === NO_SLOT) {
       if (config.notargetsFwmark !== 0) {
         verdicts.accept(id, config.notargetsFwmark);
@@ -101,6 +139,7 @@ function onBatch(batch: PacketBatch, verdicts: VerdictWriter): void {
     counters[C.perSlot + slot]++;
     marked++;
   }
+  fragments?.afterBatch(now);
   counters[C.packets] += batch.count;
   counters[C.marked] += marked;
   counters[C.batches]++;
@@ -109,6 +148,8 @@ function onBatch(batch: PacketBatch, verdicts: VerdictWriter): void {
 /** Once a second: publish socket counters, follow a re-created state file. */
 function housekeeping(): void {
   counters[C.updatedAt] = Date.now();
+  // Entries expire even when no fragment arrives.
+  fragments?.afterBatch(Date.now());
   counters[C.sendErrors] = queue.stats.sendErrors;
   counters[C.recvErrors] = queue.stats.recvErrors;
   let inode = -1;
@@ -140,8 +181,14 @@ function housekeeping(): void {
 try {
   const probe = openState(config.name);
   counters = mapCounters(config.name, config.queue.queue, probe.config.maxTargets);
+  ownFwmark = probe.config.ownFwmark;
   probe.close();
   attachState();
+  if (config.fragments) fragments = new FragmentHandler(config.fragments, counters);
+  if (config.tier) {
+    tier = new LbView(openState(config.tier));
+    tier.refresh();
+  }
   queue = NfQueue.open(config.queue);
 } catch (err) {
   post({ type: "error", queue: config.queue.queue, message: (err as Error).message });
@@ -160,6 +207,7 @@ port.on("message", (message: { type: string }) => {
   queue.drain(onBatch);
   queue.close();
   housekeeping();
+  fragments?.close();
   counters[C.running] = 0;
   post({ type: "stopped", queue: config.queue.queue });
   port.close();

@@ -57,8 +57,13 @@ export class LbFixture {
   }
 
   /** Starts `nflb lb --name NAME --queue QUEUE` in the lb namespace, stopped on close. */
-  async daemon(name: string, queue: string): Promise<Daemon> {
-    const d = await startDaemon(this.topology.lb, "--name", name, "--queue", queue);
+  daemon(name: string, queue: string): Promise<Daemon> {
+    return this.daemonWith(name, "--queue", queue);
+  }
+
+  /** Starts `nflb lb --name NAME ARGS` in the lb namespace, stopped on close. */
+  async daemonWith(name: string, ...args: string[]): Promise<Daemon> {
+    const d = await startDaemon(this.topology.lb, "--name", name, ...args);
     this.onClose(() => d.stop());
     return d;
   }

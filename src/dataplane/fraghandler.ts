@@ -1,0 +1,96 @@
+// Fragments in the daemon: the first fragment of a datagram picks the target (it has the
+// ports), the fragment table remembers it, later fragments follow it. Later fragments
+// that overtake the first are copied and held; once the first arrives they are written
+// back into the stack through a TUN device, pass the queue again and find their target.
+import { FragmentTable, type FragTableConfig, FragVerdict } from "../fragments/table.js";
+import { loadAddon, type NativeAddon } from "../native/addon.js";
+import { FragKind, type PacketInfo } from "../packet/index.js";
+import { C } from "./counters.js";
+
+export interface FragmentOptions {
+  /** Persistent TUN device for re-injection (created by `nflb setup --fragments`). */
+  tun: string;
+  table: FragTableConfig;
+}
+
+/** Returned instead of a slot: the packet was held (a copy is kept) or must be dropped. */
+export const FRAG_HELD = -1;
+export const FRAG_DROP = -2;
+
+export class FragmentHandler {
+  readonly table: FragmentTable;
+  private readonly addon: NativeAddon;
+  private readonly tunFd: number;
+  private ready = 0;
+
+  constructor(
+    options: FragmentOptions,
+    private readonly counters: Float64Array,
+  ) {
+    this.table = new FragmentTable(options.table);
+    this.addon = loadAddon();
+    this.tunFd = this.addon.tunOpen(options.tun).fd;
+  }
+
+  /**
+   * The target slot for a fragment: `firstSlot` is the slot its flow hash maps to (used
+   * for a first fragment), or NO_SLOT. Returns a slot, FRAG_HELD or FRAG_DROP.
+   */
+  slotFor(
+    info: PacketInfo,
+    buf: Uint8Array,
+    off: number,
+    len: number,
+    origLen: number,
+    firstSlot: number,
+    now: number,
+  ): number {
+    if (info.fragKind === FragKind.First) {
+      this.ready += this.table.first(info, firstSlot, now);
+      // A duplicate first fragment keeps the target its datagram already has.
+      return this.table.target;
+    }
+    // A held copy must be the whole fragment; the fragment queue copies whole packets.
+    if (len < origLen) {
+      this.counters[C.fragTruncated]++;
+      return FRAG_DROP;
+    }
+    const verdict = this.table.later(info, buf, off, len, now);
+    if (verdict === FragVerdict.Forward) return this.table.target;
+    return verdict === FragVerdict.Stored ? FRAG_HELD : FRAG_DROP;
+  }
+
+  /** After each batch: re-inject what became ready, expire old entries, publish counters. */
+  afterBatch(now: number): void {
+    if (this.ready > 0) {
+      this.ready = 0;
+      this.table.drainReady((bytes, off, len) => {
+        const written = this.addon.fdWrite(this.tunFd, bytes.subarray(off, off + len), len);
+        if (written < 0) this.counters[C.fragReinjectErrors]++;
+      });
+    }
+    this.table.expire(now);
+    const c = this.table.counters;
+    const w = this.counters;
+    w[C.fragFirstSeen] = c.firstSeen;
+    w[C.fragForwarded] = c.forwarded;
+    w[C.fragStored] = c.stored;
+    w[C.fragReinjected] = c.reinjected;
+    w[C.fragExpiredEntries] = c.expiredEntries;
+    w[C.fragDroppedExpired] = c.droppedExpired;
+    w[C.fragDroppedPoolFull] = c.droppedPoolFull;
+    w[C.fragDroppedTooBig] = c.droppedTooBig;
+    w[C.fragDroppedTableFull] = c.droppedTableFull;
+    w[C.fragDroppedPoisoned] = c.droppedPoisoned;
+    w[C.fragPoisoned] = c.poisoned;
+    w[C.fragDiscardedPoisoned] = c.discardedPoisoned;
+    w[C.fragFirstDuplicate] = c.firstDuplicate;
+    w[C.fragLaterSeen] = c.laterSeen;
+    w[C.fragEntries] = this.table.size;
+    w[C.fragHeld] = this.table.stored;
+  }
+
+  close(): void {
+    this.addon.fdClose(this.tunFd);
+  }
+}
