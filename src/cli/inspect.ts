@@ -158,6 +158,7 @@ export function registerInspectCommands(program: Command): void {
         }
         if (rules) {
           out.push(`rules: queued ${rules.queued.packets} packets`);
+          if (rules.fragments) out.push(`  fragments queued: ${rules.fragments.packets} packets`);
           for (const t of rules.targets) {
             out.push(
               `  fwmark ${t.fwmark} -> ${t.address}: ${t.packets} packets, ${t.bytes} bytes`,

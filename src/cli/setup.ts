@@ -22,6 +22,7 @@ import {
   tryOpenState,
 } from "../state/store.js";
 import { action, addNameOption, CliError, printJson, requireRoot } from "./common.js";
+import { defaultFragTun } from "./lb.js";
 
 /** FWMARK=ADDRESS[@WEIGHT], e.g. 1=10.0.1.1 or 2=fd00::2@3 */
 export function parseTarget(text: string, previous: SetupTarget[] = []): SetupTarget[] {
@@ -107,7 +108,7 @@ function specFrom(opts: SetupOptions): SetupSpec {
     const fq = opts.fragQueue ?? String(spec.queue.last + 1);
     if (!/^\d{1,5}$/.test(fq)) throw new CliError(`invalid --frag-queue "${fq}": a queue number`);
     // Default TUN name: nflb-<name>, cut to IFNAMSIZ - 1 bytes.
-    spec.fragments = { queue: Number(fq), tun: opts.fragTun ?? `nflb-${opts.name}`.slice(0, 15) };
+    spec.fragments = { queue: Number(fq), tun: opts.fragTun ?? defaultFragTun(opts.name) };
   } else if (opts.fragQueue !== undefined || opts.fragTun !== undefined) {
     throw new CliError("--frag-queue and --frag-tun need --fragments");
   }
@@ -148,6 +149,14 @@ function ensureStateWithTargets(spec: SetupSpec): { created: boolean } {
     state.close();
   }
   return { created };
+}
+
+/** The daemon options that match a setup's fragment queue and TUN device. */
+function fragmentArgs(spec: SetupSpec): string {
+  if (!spec.fragments) return "";
+  const tun =
+    spec.fragments.tun === defaultFragTun(spec.name) ? "" : ` --frag-tun ${spec.fragments.tun}`;
+  return ` --frag-queue ${spec.fragments.queue}${tun}`;
 }
 
 export function registerSetupCommands(program: Command): void {
@@ -217,7 +226,7 @@ export function registerSetupCommands(program: Command): void {
         );
         if (spec.mode !== "statistic") {
           process.stdout.write(
-            `start the daemon: nflb lb --name ${spec.name} --queue ${opts.queue}\n`,
+            `start the daemon: nflb lb --name ${spec.name} --queue ${opts.queue}${fragmentArgs(spec)}\n`,
           );
         }
       }),
