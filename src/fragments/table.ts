@@ -26,7 +26,7 @@
 // - stored fragments live in a FragmentPool, linked per entry in arrival order; when the
 //   first fragment arrives the entry's list moves to the ready list in O(1).
 
-import { jhashWords, reciprocalScale } from "../hash/jhash.js";
+import { jhash3Words, jhashWords, reciprocalScale } from "../hash/jhash.js";
 import type { PacketInfo } from "../packet/index.js";
 import { type FragTableConfig, validateFragConfig } from "./config.js";
 import { FragmentPool, NIL } from "./pool.js";
@@ -122,35 +122,6 @@ export class FragCounters {
   discardedPoisoned = 0;
   /** Entries poisoned. */
   poisoned = 0;
-}
-
-function rol32(x: number, k: number): number {
-  return (x << k) | (x >>> (32 - k));
-}
-
-/**
- * The kernel's jhash_3words() (include/linux/jhash.h): lookup3's final mix of three words,
- * as the kernel's own IPv4 fragment queues hash (id|proto, saddr, daddr) with a random seed.
- */
-function hash3(a: number, b: number, c: number, seed: number): number {
-  a = (a + 0xdeadbeef + 12) | 0; // JHASH_INITVAL + (3 << 2)
-  b = (b + 0xdeadbeef + 12) | 0;
-  c = (c + 0xdeadbeef + 12 + seed) | 0;
-  c ^= b;
-  c = (c - rol32(b, 14)) | 0;
-  a ^= c;
-  a = (a - rol32(c, 11)) | 0;
-  b ^= a;
-  b = (b - rol32(a, 25)) | 0;
-  c ^= b;
-  c = (c - rol32(b, 16)) | 0;
-  a ^= c;
-  a = (a - rol32(c, 4)) | 0;
-  b ^= a;
-  b = (b - rol32(a, 14)) | 0;
-  c ^= b;
-  c = (c - rol32(b, 24)) | 0;
-  return c >>> 0;
 }
 
 /** Random 32-bit seed: bucket choice an outsider cannot predict. */
@@ -419,7 +390,7 @@ export class FragmentTable {
       k[7] = 0;
       k[R_ID] = ((info.proto & 0xff) << 16) | (info.fragId & 0xffff);
       k[R_META] = META4;
-      h = hash3(k[R_SRC], k[R_DST], k[R_ID], this.seed);
+      h = jhash3Words(k[R_SRC], k[R_DST], k[R_ID], this.seed);
     } else {
       // (src, dst, id32), no protocol: a later fragment reports the fragment header's
       // next header, which can differ from the first fragment's upper-layer protocol.

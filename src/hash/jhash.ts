@@ -50,7 +50,11 @@ export function jhashWords(words: Uint32Array, nwords: number, seed: number): nu
   a = (a + words[i]) | 0;
   if (length > 4) b = (b + words[i + 1]) | 0;
   if (length > 8) c = (c + words[i + 2]) | 0;
-  // __jhash_final
+  return jhashFinal(a, b, c);
+}
+
+/** The kernel's __jhash_final(a, b, c); returns c. */
+function jhashFinal(a: number, b: number, c: number): number {
   c ^= b;
   c = (c - rol32(b, 14)) | 0;
   a ^= c;
@@ -66,6 +70,12 @@ export function jhashWords(words: Uint32Array, nwords: number, seed: number): nu
   c ^= b;
   c = (c - rol32(b, 24)) | 0;
   return c >>> 0;
+}
+
+/** The kernel's jhash_3words(a, b, c, seed): three words, no key buffer. */
+export function jhash3Words(a: number, b: number, c: number, seed: number): number {
+  const init = (seed + JHASH_INITVAL + 12) | 0;
+  return jhashFinal((a + init) | 0, (b + init) | 0, (c + init) | 0);
 }
 
 /** The kernel's reciprocal_scale(): maps a 32-bit hash onto [0, n) as (hash * n) >> 32. */

@@ -80,15 +80,8 @@ export interface TargetSlot {
   active: boolean;
 }
 
-export interface InitOptions {
-  name: string;
-  tableSize: number;
-  maxTargets: number;
-  ownFwmark: number;
-  hashSeed: number;
-  sctpPortsOnly: boolean;
-  sctpEncapPort: number;
-}
+/** What `nflb init` asks for: the configuration itself (M may still be adjusted to a prime). */
+export type InitOptions = LbConfig;
 
 /** Result of init: the adjusted table size message, if M was not prime. */
 export interface InitResult {
