@@ -63,6 +63,8 @@ export function classify(
   out.icmpType = -1;
   out.icmpCode = -1;
   out.sctpEncap = false;
+  out.l4Offset = -1;
+  out.l4Length = 0;
   out.keyWords = 0;
   let r: number;
   // >>> 0 rejects negatives, fractions and NaN in one comparison each.
@@ -219,6 +221,7 @@ function walkIpv6(buf: Uint8Array, p: number, end: number): number {
  * Ports of TCP/UDP/SCTP at `q` (SCTP over UDP when a UDP port is the encapsulation port).
  * `swap` for an ICMP error's embedded packet: its destination is our source.
  * Other protocols: addresses only. Returns 0 or `trunc` when the ports are missing.
+ * Sets l4Offset/l4Length to the header the ports came from.
  */
 function parsePorts(
   buf: Uint8Array,
@@ -238,6 +241,7 @@ function parsePorts(
   let a = (buf[q] << 8) | buf[q + 1];
   let b = (buf[q + 2] << 8) | buf[q + 3];
   let mode: HashMode = HashMode.FiveTuple;
+  let l4 = q;
   if (proto === IpProto.UDP) {
     const encap = opts.sctpEncapPort;
     // RFC 6951: the SCTP common header (ports first) follows the 8-byte UDP header.
@@ -245,6 +249,7 @@ function parsePorts(
       if (end - q < 12) return trunc;
       a = (buf[q + 8] << 8) | buf[q + 9];
       b = (buf[q + 10] << 8) | buf[q + 11];
+      l4 = q + 8;
       out.proto = IpProto.SCTP;
       out.sctpEncap = true;
       if (opts.sctpPortsOnly) mode = HashMode.Ports;
@@ -260,6 +265,8 @@ function parsePorts(
     out.dport = b;
   }
   out.hashMode = mode;
+  out.l4Offset = l4;
+  out.l4Length = end - l4;
   return 0;
 }
 

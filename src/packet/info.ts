@@ -121,6 +121,14 @@ export class PacketInfo {
   icmpCode = -1;
   /** The ports are those of SCTP carried in UDP (RFC 6951). */
   sctpEncap = false;
+  /**
+   * Offset in the classified buffer of the L4 header the key's ports came from (the
+   * quoted one for an ICMP error, the inner SCTP header for SCTP over UDP), -1 when the
+   * key has no ports. Flow byte matches (`tcp[13:1] & 0x02 = 0x02`) read from here.
+   */
+  l4Offset = -1;
+  /** Bytes of that header (and what follows it in the packet) present in the buffer. */
+  l4Length = 0;
   invalid: InvalidReason = InvalidReason.None;
   /** Source address; IPv4 uses bytes 0..3 (the rest may hold an earlier IPv6 packet's). */
   readonly src = new Uint8Array(16);
@@ -287,6 +295,8 @@ export function infoFromTuple(
   out.icmpType = -1;
   out.icmpCode = -1;
   out.sctpEncap = false;
+  out.l4Offset = -1;
+  out.l4Length = 0;
   out.invalid = InvalidReason.None;
   out.src.fill(0);
   out.dst.fill(0);
