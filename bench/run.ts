@@ -14,6 +14,7 @@ import {
   SCENARIOS,
   type ScenarioName,
 } from "./dataplane.js";
+import { benchFlows } from "./flows.js";
 import { benchFragments } from "./fragments.js";
 import { type BenchResult, benchMaglev } from "./maglev.js";
 
@@ -50,6 +51,9 @@ async function main(): Promise<void> {
   const fragments = benchFragments();
   console.log(`\n${formatResults("fragments", fragments)}`);
 
+  const flows = benchFlows();
+  console.log(`\n${formatResults("flows", flows)}`);
+
   let dataplane: DataplaneReport | undefined;
   const why = values["no-dataplane"] ? "--no-dataplane" : dataplaneUnavailable();
   if (why) {
@@ -76,6 +80,7 @@ async function main(): Promise<void> {
     maglev,
     classify,
     fragments,
+    flows,
     dataplane: dataplane && {
       setup: dataplane.setup,
       medians: dataplane.medians,

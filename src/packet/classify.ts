@@ -245,7 +245,10 @@ function parsePorts(
   if (proto === IpProto.UDP) {
     const encap = opts.sctpEncapPort;
     // RFC 6951: the SCTP common header (ports first) follows the 8-byte UDP header.
-    if (encap !== 0 && (a === encap || b === encap)) {
+    // Only the service's port says so: the destination, or the source of a quoted
+    // packet (it went from the service back to the client). A client's source port that
+    // happens to equal it says nothing.
+    if (encap !== 0 && (swap ? a : b) === encap) {
       if (end - q < 12) return trunc;
       a = (buf[q + 8] << 8) | buf[q + 9];
       b = (buf[q + 10] << 8) | buf[q + 11];

@@ -85,7 +85,7 @@ export const IpProto = {
 export interface ClassifyOptions {
   /** Hash SCTP (native or UDP-encapsulated) on ports only. Default true. */
   readonly sctpPortsOnly: boolean;
-  /** UDP port of SCTP over UDP (RFC 6951), matched on either port; 0 = off. */
+  /** UDP port of SCTP over UDP (RFC 6951), the service's port: the destination of traffic to it; 0 = off. */
   readonly sctpEncapPort: number;
 }
 

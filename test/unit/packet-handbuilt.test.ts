@@ -229,10 +229,18 @@ describe("SCTP", () => {
     // Same association over native SCTP: same hash.
     const native = ok(ipv4({ proto: 132, payload: sctp(5000, 5001, "data") }), ENCAP);
     assert.equal(flowHash(fwd, 1), flowHash(native, 1));
-    // Reply: UDP sport is the encapsulation port.
-    const rep = ok(ipv6({ next: 17, payload: udp(9899, 40000, sctp(5001, 5000, "data")) }), ENCAP);
-    assert.equal(rep.sctpEncap, true);
-    assert.deepEqual([rep.sport, rep.dport], [5001, 5000]);
+    // Only the service's port means encapsulation: a client whose source port happens to
+    // be 9899 talking to DNS is plain UDP (its payload is no SCTP header).
+    const dns = ok(ipv6({ next: 17, payload: udp(9899, 53, [1, 2, 3, 4, 5, 6, 7, 8]) }), ENCAP);
+    assert.equal(dns.sctpEncap, false);
+    assert.deepEqual([dns.proto, dns.sport, dns.dport], [17, 9899, 53]);
+    // An ICMP error quoting the service's packet (source port 9899) is keyed on the inner
+    // SCTP ports, swapped: the association's own flow.
+    const quoted = ipv4({ proto: 17, payload: udp(9899, 40000, sctp(5001, 5000, "data")) });
+    const err = ok(ipv4({ proto: 1, payload: icmp4(3, 4, quoted) }), ENCAP);
+    assert.equal(err.sctpEncap, true);
+    assert.deepEqual([err.sport, err.dport], [5000, 5001]);
+    assert.equal(flowHash(err, 1), flowHash(fwd, 1));
   });
   test("SCTP over UDP: off (port 0) or other ports = plain UDP", () => {
     const pkt = ipv4({ proto: 17, payload: udp(40000, 9899, sctp(5000, 5001, "init")) });
@@ -364,8 +372,8 @@ describe("ICMP errors", () => {
     assert.equal(err.sctpEncap, true);
     assert.deepEqual([err.proto, err.sport, err.dport], [132, 5000, 5001]);
   });
-  test("ICMP error quoting UDP to the encapsulation port but cut before SCTP: inner truncated", () => {
-    const quoted = ipv4({ proto: 17, payload: udp(40000, 9899, sctp(1, 2, "init")) }).subarray(
+  test("ICMP error quoting UDP from the encapsulation port but cut before SCTP: inner truncated", () => {
+    const quoted = ipv4({ proto: 17, payload: udp(9899, 40000, sctp(1, 2, "init")) }).subarray(
       0,
       28,
     );
