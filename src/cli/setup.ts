@@ -7,6 +7,7 @@ import {
   renderSetup,
   type SetupSpec,
   type SetupTarget,
+  type SetupTierPeer,
   setup,
   teardown,
   validateSpec,
@@ -42,6 +43,21 @@ export function parseTarget(text: string, previous: SetupTarget[] = []): SetupTa
   return [...previous, { fwmark, address: match[2], weight }];
 }
 
+/** FWMARK=ADDRESS, e.g. 102=10.0.0.3: another instance of the load-balancer tier. */
+export function parseTierPeer(text: string, previous: SetupTierPeer[] = []): SetupTierPeer[] {
+  const match = /^([^=]+)=(.+)$/.exec(text.trim());
+  if (!match) throw new InvalidArgumentError(`expected FWMARK=ADDRESS, got "${text}"`);
+  let fwmark: number;
+  try {
+    fwmark = parseFwmark(match[1]);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+  if (!ipaddr.isValid(match[2]))
+    throw new InvalidArgumentError(`invalid tier peer address "${match[2]}"`);
+  return [...previous, { fwmark, address: match[2] }];
+}
+
 function collectList(value: string, previous: string[] = []): string[] {
   return [
     ...previous,
@@ -67,6 +83,7 @@ interface SetupOptions {
   fragments?: boolean;
   fragQueue?: string;
   fragTun?: string;
+  tierPeer: SetupTierPeer[];
   activate: boolean;
   dryRun?: boolean;
   json?: boolean;
@@ -112,8 +129,24 @@ function specFrom(opts: SetupOptions): SetupSpec {
   } else if (opts.fragQueue !== undefined || opts.fragTun !== undefined) {
     throw new CliError("--frag-queue and --frag-tun need --fragments");
   }
+  // Only when given: the spec is recorded as it is.
+  if (opts.tierPeer.length > 0) spec.tierPeers = opts.tierPeer;
   validateSpec(spec);
   return spec;
+}
+
+/** A tier peer is another instance: this one's own fwmark (init --ownfw) is not one. */
+function checkOwnFwmark(spec: SetupSpec): void {
+  if (!spec.tierPeers) return;
+  const state = tryOpenState(spec.name);
+  if (!state) return;
+  const own = state.config.ownFwmark;
+  state.close();
+  if (own !== 0 && spec.tierPeers.some((p) => p.fwmark === own)) {
+    throw new CliError(
+      `--tier-peer ${own}=...: ${own} is this instance's own fwmark (nflb init --ownfw); list only the other instances`,
+    );
+  }
 }
 
 /** The daemon modes also need the Maglev state with the targets active. */
@@ -193,6 +226,12 @@ export function registerSetupCommands(program: Command): void {
     .option("--frag-queue <n>", "NFQUEUE for fragments (default: the last --queue + 1)")
     .option("--frag-tun <name>", "TUN device for re-injected fragments (default: nflb-<name>)")
     .option(
+      "--tier-peer <fwmark=addr>",
+      "dsr --fragments: another load-balancer instance of the tier (nflb lb --tier), reached like a target by its fwmark (repeat)",
+      parseTierPeer,
+      [],
+    )
+    .option(
       "--no-activate",
       "do not create the Maglev state or activate the targets in it (nat, dsr)",
     )
@@ -201,6 +240,7 @@ export function registerSetupCommands(program: Command): void {
     .action(
       action(async (opts: SetupOptions) => {
         const spec = specFrom(opts);
+        checkOwnFwmark(spec);
         if (opts.dryRun) {
           const rendered = renderSetup(spec);
           if (opts.json) printJson(rendered);

@@ -77,15 +77,17 @@ function probeIptables(plan: Plan): void {
 
 function checkDsrTargets(plan: Plan, previous: readonly Plan[]): void {
   const ours = new Set(previous.flatMap((p) => p.ipItems.map(ipItemKey)));
+  const peers = new Set(plan.tierPeers?.map((p) => p.fwmark));
   for (const item of plan.ipItems) {
     if (ours.has(ipItemKey(item))) continue;
+    const role = peers.has(item.fwmark) ? "tier peer" : "dsr target";
     if (item.kind === "route") {
       const fam = item.family === 4 ? "-4" : "-6";
       const r = tryRun("ip", ["-j", fam, "route", "get", item.via ?? ""]);
       const route = r.status === 0 ? (JSON.parse(r.stdout)[0] as Record<string, unknown>) : {};
       if (r.status !== 0 || route.gateway !== undefined || !route.dev) {
         throw new SetupError(
-          `dsr target ${item.via} is not on a directly connected network here (dsr forwards to it at layer 2): ${
+          `${role} ${item.via} is not on a directly connected network here (dsr forwards to it at layer 2): ${
             r.status === 0 ? `route goes via ${String(route.gateway)}` : r.stderr.trim()
           }`,
         );
@@ -99,7 +101,7 @@ function checkDsrTargets(plan: Plan, previous: readonly Plan[]): void {
       );
       if (existing.length > 0) {
         throw new SetupError(
-          `routing table ${item.table} (fwmark ${item.fwmark}) already has a default route (${JSON.stringify(existing[0])}); choose other fwmarks or remove it`,
+          `routing table ${item.table} (fwmark ${item.fwmark}, ${role} ${item.via}) already has a default route (${JSON.stringify(existing[0])}); choose other fwmarks or remove it`,
         );
       }
     } else if (ipItemPresent(item)) {

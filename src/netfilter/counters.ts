@@ -1,7 +1,13 @@
 // Per-target and queue counters of a setup, read from its rules (for `nflb stats`).
 import { iptSave, nftJson } from "./live.js";
 import { readRecord } from "./record.js";
-import { balanceChainName, fragmentComment, queueChainName } from "./render.js";
+import {
+  balanceChainName,
+  fragmentComment,
+  icmpComment,
+  peerCounter,
+  queueChainName,
+} from "./render.js";
 import { type RuleCounter, type SetupCounters, SetupError } from "./types.js";
 
 interface Count {
@@ -48,6 +54,8 @@ export function readCounters(name: string): SetupCounters {
 
   const queued: Count = { packets: 0, bytes: 0 };
   const fragments: Count = { packets: 0, bytes: 0 };
+  const icmp: Count = { packets: 0, bytes: 0 };
+  let icmpRules = false;
   const connections = new Map<number, number>();
   const bin = plan.iptables.binary;
   if (plan.mode === "statistic") {
@@ -64,6 +72,12 @@ export function readCounters(name: string): SetupCounters {
         const sum = r.rule.includes(fragmentComment(plan.name)) ? fragments : queued;
         sum.packets += r.count.packets;
         sum.bytes += r.count.bytes;
+        // Part of `queued` too: what the normal queues received, broken down.
+        if (r.rule.includes(icmpComment(plan.name))) {
+          icmpRules = true;
+          icmp.packets += r.count.packets;
+          icmp.bytes += r.count.bytes;
+        }
       }
     }
     if (plan.mode === "nat") {
@@ -84,5 +98,15 @@ export function readCounters(name: string): SetupCounters {
     if (plan.mode !== "dsr") counter.connections = connections.get(t.fwmark) ?? 0;
     return counter;
   });
-  return plan.tun ? { queued, fragments, targets } : { queued, targets };
+  const peers: RuleCounter[] | undefined = plan.tierPeers?.map((p) => {
+    const c = named.get(peerCounter(p.fwmark)) ?? { packets: 0, bytes: 0 };
+    return { fwmark: p.fwmark, address: p.address, packets: c.packets, bytes: c.bytes };
+  });
+  return {
+    queued,
+    ...(icmpRules ? { icmp } : {}),
+    ...(plan.tun ? { fragments } : {}),
+    targets,
+    ...(peers ? { peers } : {}),
+  };
 }

@@ -7,6 +7,10 @@
 //                                       and OUTPUT (iptables-nft: no nft queue here)
 //   iptables-nft nat NFLB-<name>(-LB)   statistic nth/random + DNAT (statistic)
 //   ip rule pref P fwmark N table N     dsr, with `default via <target> table N`
+//   --proto/--ports: per VIP also ICMP queue rules (comment nflb:<name>:icmp): echo
+//     requests, and in dsr the errors quoting a packet, keyed by the daemon on that packet
+//   dsr --tier-peer F=ADDR: like a target, `ip rule fwmark F table F` + default via ADDR
+//     (the fragments the daemon hands to the tier instance that owns them)
 //   dsr --fragments: in the nft table a chain at prerouting -450 (VIP traffic: notrack,
 //     fragments: mark FRAGMENT_MARK), in NFLB-<name> the fragment queue rule ahead of the
 //     others, and a persistent TUN device (alias nflb:<name>:fragments, rp_filter 0)
@@ -46,5 +50,6 @@ export {
   type SetupProtocol,
   type SetupSpec,
   type SetupTarget,
+  type SetupTierPeer,
 } from "./types.js";
 export { normalizeSpec, parsePorts, validateSpec, validTunName } from "./validate.js";

@@ -5,6 +5,9 @@
 //                                 conntrack nor its defragmentation (-400) touches it, and
 //                                 every fragment to a VIP gets FRAGMENT_MARK.
 //   -150 mangle (iptables-nft)   NFLB-<name>: VIP/proto/ports -> NFQUEUE (nat, dsr).
+//                                 With proto/ports, per VIP also ICMP rules (comment
+//                                 nflb:<name>:icmp): echo requests, and in dsr the errors
+//                                 that quote a packet (see icmpTypes).
 //                                 --fragments: first, VIP + FRAGMENT_MARK -> the fragment
 //                                 queue (later fragments have no ports for the rules
 //                                 below; first fragments go there too, so that one
@@ -15,12 +18,14 @@
 //                                 NEW, restore it on later packets. A queue verdict ACCEPT
 //                                 resumes at the next hook priority, not at the next rule,
 //                                 so this must be a chain of its own after mangle.
-//                                 dsr: per-target packet counters by mark.
+//                                 dsr: per-target (and per-peer) packet counters by mark.
 //   -100 inet nflb_<name>        nat: DNAT by mark (nat chains see only a flow's first
 //        nat NFLB-<name>           packet; conntrack applies the binding to the rest).
 //                                 statistic: iptables `statistic` rules + DNAT.
 //    -90 inet nflb_<name>        nat/statistic: per-target packet counters (after DNAT).
-//   routing                      dsr: `ip rule fwmark N table N`, default via target.
+//   routing                      dsr: `ip rule fwmark N table N`, default via target;
+//                                 the same per --tier-peer (fragments the daemon hands
+//                                 to the tier instance owning them).
 //    100 inet nflb_<name>        --snat: masquerade towards the targets.
 //   TUN device (--fragments)     where the daemon re-injects stored fragments: they enter
 //                                 prerouting again on it and meet the same rules.
@@ -28,6 +33,7 @@
 import { FRAGMENT_MARK, type SetupSpec } from "./types.js";
 import {
   type Family,
+  type NormalizedPeer,
   type NormalizedSpec,
   type NormalizedTarget,
   normalizeSpec,
@@ -83,6 +89,8 @@ export interface Plan {
   targets: NormalizedTarget[];
   /** --fragments: the TUN device (absent without, also in records of older setups). */
   tun?: TunItem;
+  /** --tier-peer: the other instances of the tier (absent without). */
+  tierPeers?: NormalizedPeer[];
 }
 
 export interface RenderedSetup {
@@ -104,10 +112,13 @@ export const queueChainName = (name: string): string => `NFLB-${name}`;
 export const balanceChainName = (name: string): string => `NFLB-${name}-LB`;
 export const queueComment = (name: string): string => `nflb:${name}:queue`;
 export const fragmentComment = (name: string): string => `nflb:${name}:fragments`;
+export const icmpComment = (name: string): string => `nflb:${name}:icmp`;
 /** The TUN device's alias: how setup and teardown recognise it as theirs. */
 export const tunAlias = (name: string): string => `nflb:${name}:fragments`;
 /** nft and iptables print marks in hex. */
 export const FRAGMENT_MARK_HEX = `0x${FRAGMENT_MARK.toString(16)}`;
+/** The nft counter of what this instance's daemon handed to a tier peer. */
+export const peerCounter = (fwmark: number): string => `tier_${fwmark}`;
 export const targetComment = (name: string, fwmark: number): string =>
   `nflb:${name}:fwmark=${fwmark}`;
 
@@ -130,26 +141,66 @@ export function portChunks(ports: readonly PortRange[]): string[] {
   return chunks;
 }
 
-/** The match part shared by the queue rules and the statistic entry rules. */
-function selectors(n: NormalizedSpec): string[][] {
-  const out: string[][] = [];
+/**
+ * ICMP types queued (or, in statistic mode, DNATed) by rules of their own when protocols
+ * or ports narrow the balanced traffic; without them every protocol is queued anyway.
+ *  - echo-request, every mode: ping to a VIP is answered by a target (the daemon hashes
+ *    echo on the addresses: one client address, one target);
+ *  - dsr only, the errors that quote a packet: the daemon keys them on the quoted flow,
+ *    so frag-needed/packet-too-big (PMTU discovery), unreachable, time exceeded and
+ *    parameter problem reach the target owning the flow. In nat and statistic mode
+ *    conntrack already delivers them: an error about a NATed flow is RELATED and
+ *    translated to its target at the nat hooks whatever its mark (NAT chains never see
+ *    it), and one about no known flow is INVALID and cannot be DNATed either, so
+ *    queueing them would only cost a trip to user space.
+ */
+export function icmpTypes(mode: NormalizedSpec["mode"], family: Family): string[] {
+  if (mode !== "dsr") return ["echo-request"];
+  return family === 4
+    ? ["destination-unreachable", "time-exceeded", "parameter-problem", "echo-request"]
+    : [
+        "destination-unreachable",
+        "packet-too-big",
+        "time-exceeded",
+        "parameter-problem",
+        "echo-request",
+      ];
+}
+
+interface Selector {
+  match: string[];
+  /** One of the ICMP rules (counted apart in readCounters). */
+  icmp: boolean;
+}
+
+/** The match part shared by the queue rules and the statistic entry rules, per VIP. */
+function selectors(n: NormalizedSpec): Selector[] {
+  const out: Selector[] = [];
   const protos = n.protocols.length > 0 ? n.protocols : [undefined];
   const chunks = n.ports.length > 0 ? portChunks(n.ports) : [undefined];
+  // Protocols given (ports imply tcp, udp, sctp): ICMP is not among them.
+  const icmp = n.protocols.length > 0 ? icmpTypes(n.mode, n.family) : [];
   for (const vip of n.vips) {
     for (const proto of protos) {
       if (!proto) {
-        out.push(["-d", vip]);
+        out.push({ match: ["-d", vip], icmp: false });
         continue;
       }
       for (const chunk of chunks) {
-        out.push([
-          "-d",
-          vip,
-          "-p",
-          proto,
-          ...(chunk ? ["-m", "multiport", "--dports", chunk] : []),
-        ]);
+        out.push({
+          match: ["-d", vip, "-p", proto, ...(chunk ? ["-m", "multiport", "--dports", chunk] : [])],
+          icmp: false,
+        });
       }
+    }
+    for (const type of icmp) {
+      out.push({
+        match:
+          n.family === 4
+            ? ["-d", vip, "-p", "icmp", "-m", "icmp", "--icmp-type", type]
+            : ["-d", vip, "-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", type],
+        icmp: true,
+      });
     }
   }
   return out;
@@ -240,7 +291,7 @@ function iptablesPlan(n: NormalizedSpec): IptTablePlan {
     return {
       table: "nat",
       chains: [
-        { name: entry, rules: selectors(n).map((sel) => [...sel, "-j", lb]) },
+        { name: entry, rules: selectors(n).map((sel) => [...sel.match, "-j", lb]) },
         { name: lb, rules: statisticRules(n) },
       ],
       jumps,
@@ -272,12 +323,12 @@ function iptablesPlan(n: NormalizedSpec): IptTablePlan {
       ])
     : [];
   const rules = selectors(n).map((sel) => [
-    ...sel,
+    ...sel.match,
     ...(n.synOnly ? ["-m", "conntrack", "--ctstate", "NEW"] : []),
     "-m",
     "comment",
     "--comment",
-    queueComment(n.name),
+    sel.icmp ? icmpComment(n.name) : queueComment(n.name),
     "-j",
     "NFQUEUE",
     ...queue,
@@ -288,14 +339,16 @@ function iptablesPlan(n: NormalizedSpec): IptTablePlan {
 
 function ipItems(n: NormalizedSpec): IpItem[] {
   if (n.mode !== "dsr") return [];
-  const routes: IpItem[] = n.targets.map((t) => ({
+  // Tier peers are reached exactly as targets are: by their fwmark's table.
+  const hops = [...n.targets, ...n.tierPeers];
+  const routes: IpItem[] = hops.map((t) => ({
     kind: "route",
     family: n.family,
     fwmark: t.fwmark,
     table: t.fwmark,
     via: t.address,
   }));
-  const rules: IpItem[] = n.targets.map((t) => ({
+  const rules: IpItem[] = hops.map((t) => ({
     kind: "rule",
     family: n.family,
     fwmark: t.fwmark,
@@ -360,7 +413,8 @@ function nftScript(n: NormalizedSpec): { script: string; chains: Record<string, 
   const table = `inet ${nftTableName(n.name)}`;
   const ip = n.family === 4 ? "ip" : "ip6";
   const addrType = n.family === 4 ? "ipv4_addr" : "ipv6_addr";
-  const marks = n.targets.map((t) => String(t.fwmark));
+  // dsr: the tier peers' marks too, so that what the daemon hands to a peer is counted.
+  const marks = [...n.targets, ...n.tierPeers].map((t) => String(t.fwmark));
   const L: string[] = [];
   const chains: Record<string, number> = {};
   const chain = (
@@ -403,13 +457,16 @@ function nftScript(n: NormalizedSpec): { script: string; chains: Record<string, 
     if (n.mode === "nat") L.push(`\tcounter conn_${t.fwmark} { comment "${t.address}"; }`);
     L.push(`\tcounter pkts_${t.fwmark} { comment "${t.address}"; }`);
   }
+  for (const p of n.tierPeers)
+    L.push(`\tcounter ${peerCounter(p.fwmark)} { comment "${p.address}"; }`);
   const pktsKey = n.mode === "dsr" ? "mark" : addrType;
   L.push(`\tmap pkts_counters {`);
   L.push(`\t\ttype ${pktsKey} : counter;`);
   L.push(
-    `\t\telements = ${nftElements(
-      n.targets.map((t) => `${n.mode === "dsr" ? t.fwmark : t.address} : "pkts_${t.fwmark}"`),
-    )}`,
+    `\t\telements = ${nftElements([
+      ...n.targets.map((t) => `${n.mode === "dsr" ? t.fwmark : t.address} : "pkts_${t.fwmark}"`),
+      ...n.tierPeers.map((p) => `${p.fwmark} : "${peerCounter(p.fwmark)}"`),
+    ])}`,
   );
   L.push("\t}");
   if (n.mode === "nat") {
@@ -444,7 +501,12 @@ function nftScript(n: NormalizedSpec): { script: string; chains: Record<string, 
     chain("dnat_output", "nat", "output", "-100", dnat);
   }
   if (n.fragments) {
-    const protos = n.protocols.length === 0 ? "" : ` meta l4proto ${nftProtocols(n.protocols)}`;
+    // With protocols, ICMP too: its echo requests are queued (selectors), so a large
+    // ping's fragments must reach the fragment queue like those of the protocols.
+    const protos =
+      n.protocols.length === 0
+        ? ""
+        : ` meta l4proto ${nftProtocols([...n.protocols, n.family === 4 ? "icmp" : "ipv6-icmp"])}`;
     const fragment = n.family === 4 ? "ip frag-off & 0x3fff != 0" : "exthdr frag exists"; // MF or offset
     chain("fragments_prerouting", "filter", "prerouting", "-450", [
       // Before conntrack's defragmentation (-400): VIP traffic stays in pieces.
@@ -489,6 +551,7 @@ export function buildPlan(n: NormalizedSpec): Plan {
     ipItems: ipItems(n),
     targets: n.targets,
     ...(n.fragments ? { tun: { name: n.fragments.tun, alias: tunAlias(n.name) } } : {}),
+    ...(n.tierPeers.length > 0 ? { tierPeers: n.tierPeers } : {}),
   };
 }
 

@@ -31,7 +31,13 @@ export interface SetupSpec {
   synOnly: boolean;
   /** Empty = all protocols. */
   protocols: SetupProtocol[];
-  /** "" = all ports, else e.g. "80,443,8000-8100"; with no protocols it means tcp, udp, sctp. */
+  /**
+   * "" = all ports, else e.g. "80,443,8000-8100"; with no protocols it means tcp, udp, sctp.
+   * With protocols or ports, ICMP for the VIPs is queued too (by rules of its own): echo
+   * requests (nat, dsr, and DNATed in statistic), and in dsr the errors that quote a
+   * packet (destination unreachable, packet too big, time exceeded, parameter problem),
+   * which the daemon steers to the target owning the quoted flow.
+   */
   ports: string;
   /** statistic mode: nth = exact (weighted) round robin, random = probability by weight. */
   statistic: "nth" | "random";
@@ -46,6 +52,21 @@ export interface SetupSpec {
    * (created and removed by setup) is where the daemon re-injects stored fragments.
    */
   fragments?: SetupFragments;
+  /**
+   * dsr with fragments only: the other instances of a load-balancer tier (`nflb lb
+   * --tier`). Per peer, like a dsr target, `ip rule fwmark F table F` and a default route
+   * via the peer in table F: the daemon marks a fragment whose addresses the tier hashes
+   * to another instance with that instance's fwmark, and Linux routes it there. This
+   * instance's own fwmark is not listed.
+   */
+  tierPeers?: SetupTierPeer[];
+}
+
+export interface SetupTierPeer {
+  /** The peer instance's own fwmark (its `nflb init --ownfw`), also the routing table. */
+  fwmark: number;
+  /** The peer's address on a directly connected network, of the VIPs' family. */
+  address: string;
 }
 
 export interface SetupFragments {
@@ -76,11 +97,24 @@ export interface RuleCounter {
 }
 
 export interface SetupCounters {
-  /** Packets the NFQUEUE rule(s) matched (nat/dsr; zero in statistic mode), fragments not. */
+  /**
+   * Packets the normal NFQUEUE rule(s) matched (nat/dsr; zero in statistic mode), ICMP
+   * included, fragments not: everything the daemon's normal queues received.
+   */
   queued: { packets: number; bytes: number };
+  /**
+   * With --proto/--ports (nat/dsr): the part of `queued` that the ICMP rules matched
+   * (echo requests; errors in dsr). Absent when there are no separate ICMP rules.
+   */
+  icmp?: { packets: number; bytes: number };
   /** --fragments: fragments (first ones included) the fragment queue rule(s) matched. */
   fragments?: { packets: number; bytes: number };
   targets: RuleCounter[];
+  /**
+   * --tier-peer: per peer instance, the fragments (packets, bytes) this instance's
+   * daemon marked for it, as they left for the peer. Absent without peers.
+   */
+  peers?: RuleCounter[];
 }
 
 /** Thrown for invalid specs, failed preflight checks and failed (rolled back) setups. */

@@ -7,6 +7,7 @@ import {
   type SetupFragments,
   type SetupProtocol,
   type SetupSpec,
+  type SetupTierPeer,
 } from "./types.js";
 
 export type Family = 4 | 6;
@@ -38,6 +39,14 @@ export interface NormalizedSpec {
   rulePriority: number;
   /** dsr --fragments; absent without. */
   fragments?: SetupFragments;
+  /** dsr --fragments --tier-peer: the other instances of the tier ([] = none). */
+  tierPeers: NormalizedPeer[];
+}
+
+export interface NormalizedPeer {
+  fwmark: number;
+  /** Canonical text form, as for targets. */
+  address: string;
 }
 
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,19}$/;
@@ -335,6 +344,15 @@ export function normalizeSpec(spec: SetupSpec): NormalizedSpec {
     }
   }
 
+  const tierPeers = normalizePeers(s.tierPeers, {
+    mode,
+    fragments: frag !== undefined,
+    family,
+    vips,
+    targets,
+    errors,
+  });
+
   if (errors.length > 0) {
     throw new SetupError(`invalid setup "${name}": ${errors.join("; ")}`);
   }
@@ -353,7 +371,99 @@ export function normalizeSpec(spec: SetupSpec): NormalizedSpec {
     snat: s.snat as boolean,
     rulePriority,
     ...(frag ? { fragments: { queue: frag.queue, tun: frag.tun } } : {}),
+    tierPeers,
   };
+}
+
+/**
+ * --tier-peer: the other instances of a load-balancer tier, routed to by fwmark exactly as
+ * dsr targets are, so their fwmarks share the targets' number space (and routing tables).
+ */
+function normalizePeers(
+  peers: unknown,
+  ctx: {
+    mode: unknown;
+    fragments: boolean;
+    family: Family;
+    vips: readonly [Addr, number][];
+    targets: readonly NormalizedTarget[];
+    errors: string[];
+  },
+): NormalizedPeer[] {
+  const { errors } = ctx;
+  if (peers === undefined) return [];
+  if (!Array.isArray(peers)) {
+    errors.push("tierPeers must be a list of { fwmark, address }");
+    return [];
+  }
+  if (peers.length === 0) return [];
+  if (ctx.mode !== "dsr") {
+    errors.push(
+      "--tier-peer needs --mode dsr: peers are reached by fwmark routing, as dsr targets are",
+    );
+  } else if (!ctx.fragments) {
+    errors.push(
+      "--tier-peer needs --fragments: the tier only moves fragments (to the instance their addresses hash to), and only --fragments hands the daemon every fragment",
+    );
+  }
+  const out: NormalizedPeer[] = [];
+  const marks = new Set<number>();
+  const addrs = new Set<string>();
+  for (const p of peers as Partial<SetupTierPeer>[]) {
+    const label = `tier peer ${JSON.stringify(p?.address)} (fwmark ${String(p?.fwmark)})`;
+    const fwmark = p?.fwmark;
+    if (!isUint(fwmark, 0xffffffff) || fwmark === 0) {
+      errors.push(`${label}: fwmark must be an integer 1..4294967295`);
+    } else if (marks.has(fwmark)) {
+      errors.push(`fwmark ${fwmark} is used by more than one tier peer`);
+    } else {
+      marks.add(fwmark);
+      if (RESERVED_TABLES.has(fwmark)) {
+        errors.push(
+          `${label}: the fwmark is also the routing table, and 253-255 are the kernel's default/main/local tables`,
+        );
+      }
+      const target = ctx.targets.find((t) => t.fwmark === fwmark);
+      if (target) {
+        errors.push(
+          `${label}: fwmark ${fwmark} is also the fwmark of target ${target.address}; a peer's fwmark (its nflb init --ownfw) must differ from every target's`,
+        );
+      }
+      if (fwmark === FRAGMENT_MARK) {
+        errors.push(
+          `${label}: fwmark ${FRAGMENT_MARK} (0x${FRAGMENT_MARK.toString(16)}) is reserved for fragments`,
+        );
+      }
+    }
+    const addr = typeof p?.address === "string" ? parseAddress(p.address) : undefined;
+    if (!addr) {
+      errors.push(`${label}: address is not an IPv4/IPv6 address (no prefix length)`);
+      continue;
+    }
+    const range = addr.range();
+    if (["unspecified", "multicast", "loopback", "broadcast"].includes(range)) {
+      errors.push(`${label}: a peer must be a unicast address, not ${range}`);
+    }
+    if (addr instanceof ipaddr.IPv6 && addr.isIPv4MappedAddress()) {
+      errors.push(`${label}: IPv4-mapped address: use the IPv4 form`);
+    }
+    if (ctx.vips.length > 0 && familyOf(addr) !== ctx.family) {
+      errors.push(`${label}: address family differs from the VIPs' (IPv${ctx.family})`);
+    }
+    for (const [v, len] of ctx.vips) {
+      if (v.kind() === addr.kind() && addr.match(v, len)) {
+        errors.push(`${label}: address lies inside VIP ${canonicalAddress(v)}/${len}`);
+      }
+    }
+    const canon = canonicalAddress(addr);
+    if (ctx.targets.some((t) => t.address === canon)) {
+      errors.push(`${label}: ${canon} is also a target's address`);
+    }
+    if (addrs.has(canon)) errors.push(`tier peer address ${canon} is listed twice`);
+    addrs.add(canon);
+    if (typeof fwmark === "number") out.push({ fwmark, address: canon });
+  }
+  return out;
 }
 
 /** Throws a SetupError with a clear message if the spec cannot be applied. */

@@ -9,8 +9,9 @@
 //    connections of the others stall;
 //  - ICMP echo to the VIP is answered, every echo of one client address by one target
 //    (needs `ping`, Debian package iputils-ping);
-//  - todo: with `setup --proto tcp --ports ...` the errors are not queued at all today,
-//    so PMTU discovery breaks; the todo tests pass once setup queues ICMP errors too.
+//  - with `setup --proto tcp --ports ...` setup queues ICMP for the VIP by rules of its
+//    own (errors and echo), so PMTU discovery and ping still work, and `nflb stats`
+//    counts what those rules queued.
 // Topology: test/helpers/pmtutopo.ts.
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -556,28 +557,65 @@ describe("ICMP through nflb (DSR): PMTU discovery and echo", { skip }, () => {
   }
 
   for (const f of [fam.v4, fam.v6]) {
-    test(`${f.label}: with --proto tcp --ports ${PORT}, PMTU errors still reach their target`, {
-      todo: "setup queues no ICMP for the VIP when --proto or --ports is given (render.ts selectors)",
-    }, async (tc) => {
+    test(`${f.label}: with --proto tcp --ports ${PORT}, PMTU errors still reach their target, and ping is answered`, async (tc) => {
       tryNflbIn(t.lb, "teardown", "--name", f.name);
       try {
         setup(f, "--proto", "tcp", "--ports", String(PORT));
         const client = f.clients[2];
         const owners = spreadPorts(f, client);
         const lb0 = lbCounts(f);
+        const tg0 = targetCounts(f.err);
         const res = await transfers(t.client, {
           host: f.vip,
           localAddress: client,
           ports: [...owners.keys()],
-          timeoutMs: STALL_MS,
+          timeoutMs: DONE_MS,
         });
-        // Today: the errors reach the lb but are not queued, so they pass unmarked and
-        // the lb (no route for the VIP of its own) drops them.
-        tc.diagnostic(`errors at the lb [unmarked, mark 1..3]: ${minus(lbCounts(f), lb0)}`);
-        tc.diagnostic(res.map((r) => `${r.name}: ${r.end} ${r.bytes} B`).join(", "));
+        tc.diagnostic(res.map((r) => `${r.name}: ${r.end} ${r.bytes} B ${r.ms}ms`).join(", "));
         for (const r of res) {
-          assert.deepEqual([r.end, r.bytes], ["fin", SIZE], `port ${r.localPort}`);
+          const mark = owners.get(r.localPort);
+          assert.deepEqual(
+            { name: r.name, end: r.end, bytes: r.bytes, good: r.good },
+            { name: `t${mark}`, end: "fin", bytes: SIZE, good: true },
+            `connection from port ${r.localPort}`,
+          );
         }
+        const { lb, tg } = await errorsSince(f, lb0, tg0);
+        tc.diagnostic(`PMTU errors marked [none,1,2,3]: ${lb}; received by t1..t3: ${tg}`);
+        assert.equal(lb[0], 0, "errors left unmarked");
+        for (const i of [0, 1, 2]) assert.ok(tg[i] > 0, `no error reached t${i + 1}`);
+
+        // Ping: the echo rule queues it, the daemon hashes it on the addresses.
+        const expected = owner(f, f === fam.v4 ? "icmp" : "icmpv6", client, 0, 0);
+        const echo0 = targetCounts(f.echo);
+        const r = t.client.tryExec("ping", [
+          ...f.ping,
+          "-n",
+          "-c",
+          "3",
+          "-i",
+          "0.1",
+          "-W",
+          "2",
+          "-w",
+          "5",
+          "-I",
+          client,
+          f.vip,
+        ]);
+        assert.equal(r.status, 0, `ping from ${client}: ${r.stdout}${r.stderr}`);
+        assert.deepEqual(
+          minus(targetCounts(f.echo), echo0),
+          [1, 2, 3].map((m) => (m === expected ? 3 : 0)),
+        );
+
+        // The rule counters: the ICMP rules' share of what was queued.
+        const stats = JSON.parse(nflbIn(t.lb, "stats", "--name", f.name, "--json"));
+        const rules = stats.rules as { queued: { packets: number }; icmp?: { packets: number } };
+        tc.diagnostic(`rule counters: queued ${rules.queued.packets}, icmp ${rules.icmp?.packets}`);
+        assert.ok(rules.icmp, "no icmp counter");
+        assert.ok(rules.icmp.packets >= sum(tg) + 3, JSON.stringify(rules));
+        assert.ok(rules.queued.packets > rules.icmp.packets, JSON.stringify(rules));
       } finally {
         tryNflbIn(t.lb, "teardown", "--name", f.name);
         setup(f);

@@ -47,9 +47,15 @@ function spec(over: Partial<SetupSpec>): SetupSpec {
  * nat the established packets (all, and those with a mark), for both what the lb
  * forwarded to and from the VIP.
  */
-function standIn(lb: Netns, vip: string, mark: string, nat: boolean): void {
+function standIn(
+  lb: Netns,
+  vip: string,
+  mark: string,
+  nat: boolean,
+  l4protos = "{ tcp, udp }",
+): void {
   const ip = vip.includes(":") ? "ip6" : "ip";
-  const rule = `${ip} daddr ${vip} ${nat ? "ct state new " : ""}meta l4proto { tcp, udp } meta mark set ${mark}`;
+  const rule = `${ip} daddr ${vip} ${nat ? "ct state new " : ""}meta l4proto ${l4protos} meta mark set ${mark}`;
   // Conntrack only in the nat case: in dsr the lb sees one direction of each flow.
   const check = nat
     ? `chain check { type filter hook prerouting priority mangle + 20; policy accept;
@@ -163,6 +169,50 @@ describe("setup nat/dsr with a stand-in for the daemon", { skip }, () => {
     const sent = c.targets.reduce((s, x) => s + x.packets, 0);
     assert.ok(c.queued.packets >= sent && sent > 12, JSON.stringify(c));
   });
+
+  for (const mode of ["nat", "dsr"] as const) {
+    test(`${mode} --proto tcp --ports: ping to the VIP is queued by the ICMP rule, marked, answered`, () => {
+      netfilter(
+        t.lb,
+        "setup",
+        spec({ mode, targets: targets("v4"), protocols: ["tcp"], ports: String(PORT) }),
+      );
+      standIn(t.lb, VIP4, "numgen inc mod 3 offset 1", mode === "nat", "{ tcp, icmp }");
+      const r = t.client.tryExec("ping", [
+        "-4",
+        "-n",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        "-w",
+        "5",
+        // dsr: the back address, on-link for the targets, which answer it directly.
+        ...(mode === "dsr" ? ["-I", "10.100.0.10"] : []),
+        VIP4,
+      ]);
+      assert.equal(r.status, 0, `ping: ${r.stdout}${r.stderr}`);
+      assert.match(r.stdout, /3 packets transmitted, 3 received/);
+      const c = netfilter<SetupCounters>(t.lb, "readCounters", "lb");
+      // The echo requests met the ICMP rule (and nothing else was queued); what the
+      // stand-in marked reached the targets.
+      assert.deepEqual(c.icmp, c.queued, JSON.stringify(c));
+      assert.equal(c.icmp?.packets, 3, JSON.stringify(c));
+      assert.equal(
+        c.targets.reduce((n, x) => n + x.packets, 0),
+        3,
+      );
+      if (mode === "nat") {
+        assert.equal(
+          c.targets.reduce((n, x) => n + (x.connections ?? 0), 0),
+          1,
+          "one ping, one conntrack entry",
+        );
+      }
+    });
+  }
 
   for (const family of ["v4", "v6"] as const) {
     test(`dsr ${family}: routed by mark, replies go directly target -> client`, async () => {

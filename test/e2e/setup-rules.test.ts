@@ -59,8 +59,32 @@ const CASES: [string, SetupSpec][] = [
     }),
   ],
   ["dsr IPv6 --fragments", spec({ mode: "dsr", ...v6, fragments: { queue: 9, tun: "frag.tun6" } })],
+  [
+    "dsr IPv4 --fragments --tier-peer, --proto --ports (ICMP rules)",
+    spec({
+      mode: "dsr",
+      protocols: ["tcp", "udp"],
+      ports: "8080",
+      fragments: { queue: 1, tun: "nflb-rules" },
+      tierPeers: [
+        { fwmark: 102, address: "10.100.0.3" },
+        { fwmark: 103, address: "10.100.0.4" },
+      ],
+    }),
+  ],
+  [
+    "dsr IPv6 --fragments --tier-peer, --proto (ICMPv6 rules)",
+    spec({
+      mode: "dsr",
+      ...v6,
+      protocols: ["sctp"],
+      fragments: { queue: 9, tun: "nflb-rules" },
+      tierPeers: [{ fwmark: 101, address: "fd00:100::3" }],
+    }),
+  ],
 ];
 const FRAG4 = CASES[6][1];
+const TIER4 = CASES[8][1];
 
 /** Everything setup may touch, as text. */
 function snapshot(ns: Netns): string {
@@ -177,6 +201,28 @@ describe("setup/teardown rule sets", { skip }, () => {
           assert.match(applied, /table inet nflb_rules \{/);
           assert.match(applied, /:NFLB-rules - \[0:0\]/);
           if (s.mode === "dsr") assert.match(applied, /fwmark 0x\w+ lookup \d+/);
+          if (s.protocols.length > 0 || s.ports !== "") {
+            // ICMP for the VIPs is queued (nat, dsr) or balanced (statistic) by rules of its own.
+            const six = s.vips[0].includes(":");
+            const type = six ? "--icmpv6-type 128" : "--icmp-type 8"; // echo-request
+            assert.match(
+              applied,
+              new RegExp(`-p ${six ? "ipv6-icmp -m icmp6" : "icmp -m icmp"} ${type}`),
+            );
+            if (s.mode === "dsr")
+              assert.match(applied, /-m comment --comment "?nflb:rules:icmp"? -j NFQUEUE/);
+            if (s.mode === "dsr" && six) assert.match(applied, /--icmpv6-type 2 /); // packet-too-big
+          }
+          for (const p of s.tierPeers ?? []) {
+            assert.match(
+              applied,
+              new RegExp(`fwmark 0x${p.fwmark.toString(16)} lookup ${p.fwmark}\\b`),
+            );
+            assert.match(
+              applied,
+              new RegExp(`default via ${p.address} dev eth0 table ${p.fwmark}\\b`),
+            );
+          }
           if (s.fragments) {
             const tun = s.fragments.tun;
             assert.doesNotMatch(clean, new RegExp(`: ${tun}:`));
@@ -371,7 +417,7 @@ describe("setup/teardown rule sets", { skip }, () => {
       });
 
       for (const failAt of ["after-ip", "after-nft", "after-iptables"] as const) {
-        for (const [label, s] of [CASES[0], CASES[3], CASES[6]]) {
+        for (const [label, s] of [CASES[0], CASES[3], CASES[6], CASES[8]]) {
           test(`${label}: failure ${failAt} rolls back to nothing`, () => {
             const clean = snapshot(lb);
             const r = netfilterCall(lb, "setup", s, { failAt });
@@ -411,6 +457,14 @@ describe("setup/teardown rule sets", { skip }, () => {
             }),
             /192\.0\.2\.77 is not on a directly connected network/,
           ],
+          [
+            { ...TIER4, tierPeers: [{ fwmark: 102, address: "192.0.2.78" }] },
+            /tier peer 192\.0\.2\.78 is not on a directly connected network/,
+          ],
+          [
+            { ...TIER4, tierPeers: [{ fwmark: 2, address: "10.100.0.3" }] },
+            /fwmark 2 is also the fwmark of target 10\.100\.0\.22/,
+          ],
         ];
         for (const [s, re] of bad) {
           const r = netfilterCall(lb, "setup", s);
@@ -422,19 +476,52 @@ describe("setup/teardown rule sets", { skip }, () => {
       });
 
       test("a foreign default route in a dsr table is refused, and kept", () => {
-        lb.exec("ip", ["route", "add", "default", "via", "10.100.0.2", "table", "2"]);
-        try {
-          const clean = snapshot(lb);
-          const r = netfilterCall(lb, "setup", CASES[2][1]);
-          assert.equal(r.ok, false);
-          assert.match(
-            r.ok ? "" : r.error,
-            /routing table 2 \(fwmark 2\) already has a default route/,
-          );
-          assert.equal(snapshot(lb), clean);
-        } finally {
-          lb.exec("ip", ["route", "del", "default", "table", "2"]);
+        for (const [s, table, re] of [
+          [CASES[2][1], 2, /routing table 2 \(fwmark 2, dsr target 10\.100\.0\.22\) already has/],
+          [TIER4, 103, /routing table 103 \(fwmark 103, tier peer 10\.100\.0\.4\) already has/],
+        ] as const) {
+          lb.exec("ip", ["route", "add", "default", "via", "10.100.0.2", "table", String(table)]);
+          try {
+            const clean = snapshot(lb);
+            const r = netfilterCall(lb, "setup", s);
+            assert.equal(r.ok, false);
+            assert.match(r.ok ? "" : r.error, re);
+            assert.equal(snapshot(lb), clean);
+          } finally {
+            lb.exec("ip", ["route", "del", "default", "table", String(table)]);
+          }
         }
+      });
+
+      test("--tier-peer: a peer that moved gets its route replaced; peers off remove theirs", () => {
+        const clean = snapshot(lb);
+        const moved = {
+          ...TIER4,
+          tierPeers: [
+            { fwmark: 102, address: "10.100.0.3" },
+            { fwmark: 103, address: "10.100.0.5" },
+          ],
+        };
+        netfilter(lb, "setup", moved);
+        const fresh = sortedSnapshot(lb);
+        netfilter(lb, "teardown", "rules");
+        netfilter(lb, "setup", TIER4);
+        netfilter(lb, "setup", moved);
+        assert.equal(sortedSnapshot(lb), fresh);
+        // A failure rolls back to the earlier peers.
+        const r = netfilterCall(
+          lb,
+          "setup",
+          { ...TIER4, tierPeers: [{ fwmark: 102, address: "10.100.0.6" }] },
+          { failAt: "after-iptables" },
+        );
+        assert.equal(r.ok, false);
+        assert.equal(sortedSnapshot(lb), fresh);
+        const { tierPeers: _, ...plain } = TIER4;
+        netfilter(lb, "setup", plain);
+        assert.doesNotMatch(snapshot(lb), /lookup 10[23]\b|table 10[23]\b|tier_10/);
+        netfilter(lb, "teardown", "rules");
+        assert.equal(snapshot(lb), clean);
       });
     });
   }

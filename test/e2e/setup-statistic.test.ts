@@ -95,6 +95,17 @@ describe("setup --mode statistic", { skip }, () => {
         JSON.stringify(udp),
       );
 
+      // Ping to the VIP is balanced too: one ping (one ICMP id), one new flow, one target.
+      const ping = t.client.tryExec("ping", [
+        ...["-4", "-n", "-c", "2", "-i", "0.2", "-W", "2", "-w", "5", "10.200.0.1"],
+      ]);
+      assert.equal(ping.status, 0, `ping: ${ping.stdout}${ping.stderr}`);
+      const afterPing = netfilter<SetupCounters>(t.lb, "readCounters", "stat");
+      assert.equal(
+        afterPing.targets.reduce((n, x) => n + (x.connections ?? 0), 0),
+        301,
+      );
+
       // Locally originated connections (OUTPUT) are balanced too.
       const local = await tcpRequests(t.lb, {
         host: "10.200.0.1",

@@ -113,11 +113,11 @@ describe("renderSetup dsr --fragments", () => {
     ]);
   });
 
-  test("protocols limit the marked fragments; ports cannot (later fragments have none)", () => {
+  test("protocols (and ICMP, whose echo is queued) limit the marked fragments; ports cannot (later fragments have none)", () => {
     const one = renderSetup(spec({ protocols: ["udp"], ports: "53" }));
     assert.equal(
       nftChain(one.nft, "fragments_prerouting")[2],
-      "ip daddr @vips ip frag-off & 0x3fff != 0 meta l4proto udp meta mark set 0x6e666c62",
+      "ip daddr @vips ip frag-off & 0x3fff != 0 meta l4proto { udp, icmp } meta mark set 0x6e666c62",
     );
     assert.match(
       args(one.iptables)[1],
@@ -126,7 +126,7 @@ describe("renderSetup dsr --fragments", () => {
     const two = renderSetup(spec({ ...V6, protocols: ["tcp", "sctp"] }));
     assert.equal(
       nftChain(two.nft, "fragments_prerouting")[2],
-      "ip6 daddr @vips exthdr frag exists meta l4proto { tcp, sctp } meta mark set 0x6e666c62",
+      "ip6 daddr @vips exthdr frag exists meta l4proto { tcp, sctp, ipv6-icmp } meta mark set 0x6e666c62",
     );
   });
 

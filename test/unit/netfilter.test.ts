@@ -2,6 +2,9 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import {
+  buildPlan,
+  FRAGMENT_MARK,
+  normalizeSpec,
   nthSlots,
   portChunks,
   renderSetup,
@@ -61,9 +64,11 @@ describe("renderSetup nat", () => {
         ports: "80,8000-8100",
       }),
     );
+    // ICMP: echo requests only (nat: conntrack takes errors to their flow's target).
     assert.deepEqual(args(r.iptables), [
       "iptables-nft -t mangle -N NFLB-web",
       "iptables-nft -t mangle -A NFLB-web -d 10.0.0.1/32 -p tcp -m multiport --dports 80,8000:8100 -m conntrack --ctstate NEW -m comment --comment nflb:web:queue -j NFQUEUE --queue-balance 2:5 --queue-bypass",
+      "iptables-nft -t mangle -A NFLB-web -d 10.0.0.1/32 -p icmp -m icmp --icmp-type echo-request -m conntrack --ctstate NEW -m comment --comment nflb:web:icmp -j NFQUEUE --queue-balance 2:5 --queue-bypass",
       "iptables-nft -t mangle -A PREROUTING -j NFLB-web",
       "iptables-nft -t mangle -A OUTPUT -j NFLB-web",
     ]);
@@ -73,6 +78,7 @@ describe("renderSetup nat", () => {
         "*mangle",
         ":NFLB-web - [0:0]",
         "-A NFLB-web -d 10.0.0.1/32 -p tcp -m multiport --dports 80,8000:8100 -m conntrack --ctstate NEW -m comment --comment nflb:web:queue -j NFQUEUE --queue-balance 2:5 --queue-bypass",
+        "-A NFLB-web -d 10.0.0.1/32 -p icmp -m icmp --icmp-type echo-request -m conntrack --ctstate NEW -m comment --comment nflb:web:icmp -j NFQUEUE --queue-balance 2:5 --queue-bypass",
         "-A PREROUTING -j NFLB-web",
         "-A OUTPUT -j NFLB-web",
         "COMMIT",
@@ -132,12 +138,13 @@ describe("renderSetup nat", () => {
     const r = renderSetup(spec({ ...V6, protocols: ["udp", "sctp"], ports: "53" }));
     assert.deepEqual(args(r.iptables), [
       "ip6tables-nft -t mangle -N NFLB-web",
-      ...["fd00::1/128", "fd00:1::/64"].flatMap((vip) =>
-        ["udp", "sctp"].map(
+      ...["fd00::1/128", "fd00:1::/64"].flatMap((vip) => [
+        ...["udp", "sctp"].map(
           (p) =>
             `ip6tables-nft -t mangle -A NFLB-web -d ${vip} -p ${p} -m multiport --dports 53 -m comment --comment nflb:web:queue -j NFQUEUE --queue-num 0`,
         ),
-      ),
+        `ip6tables-nft -t mangle -A NFLB-web -d ${vip} -p ipv6-icmp -m icmp6 --icmpv6-type echo-request -m comment --comment nflb:web:icmp -j NFQUEUE --queue-num 0`,
+      ]),
       "ip6tables-nft -t mangle -A PREROUTING -j NFLB-web",
       "ip6tables-nft -t mangle -A OUTPUT -j NFLB-web",
     ]);
@@ -185,6 +192,170 @@ describe("renderSetup dsr", () => {
   });
 });
 
+describe("renderSetup: ICMP for the VIPs with --proto/--ports", () => {
+  const queueRules = (r: ReturnType<typeof renderSetup>) =>
+    args(r.iptables).filter((c) => c.includes("-j NFQUEUE"));
+
+  test("dsr IPv4: per VIP the protocol rules, then the quoting errors and echo", () => {
+    const r = renderSetup(
+      spec({
+        mode: "dsr",
+        vips: ["10.0.0.1", "10.0.1.0/24"],
+        protocols: ["tcp"],
+        ports: "8080",
+      }),
+    );
+    const icmp = (vip: string, type: string) =>
+      `iptables-nft -t mangle -A NFLB-web -d ${vip} -p icmp -m icmp --icmp-type ${type} -m comment --comment nflb:web:icmp -j NFQUEUE --queue-num 0`;
+    const types = ["destination-unreachable", "time-exceeded", "parameter-problem", "echo-request"];
+    assert.deepEqual(
+      queueRules(r),
+      ["10.0.0.1/32", "10.0.1.0/24"].flatMap((vip) => [
+        `iptables-nft -t mangle -A NFLB-web -d ${vip} -p tcp -m multiport --dports 8080 -m comment --comment nflb:web:queue -j NFQUEUE --queue-num 0`,
+        ...types.map((t) => icmp(vip, t)),
+      ]),
+    );
+    // The restore text takes the same rules (type names need no quoting).
+    assert.match(
+      r.iptablesRestore,
+      /^-A NFLB-web -d 10\.0\.0\.1\/32 -p icmp -m icmp --icmp-type destination-unreachable -m comment --comment nflb:web:icmp -j NFQUEUE --queue-num 0$/m,
+    );
+  });
+
+  test("dsr IPv6: packet-too-big too, ip6tables' icmp6 match", () => {
+    const r = renderSetup(spec({ mode: "dsr", ...V6, vips: ["fd00::1"], protocols: ["udp"] }));
+    assert.deepEqual(queueRules(r), [
+      "ip6tables-nft -t mangle -A NFLB-web -d fd00::1/128 -p udp -m comment --comment nflb:web:queue -j NFQUEUE --queue-num 0",
+      ...[
+        "destination-unreachable",
+        "packet-too-big",
+        "time-exceeded",
+        "parameter-problem",
+        "echo-request",
+      ].map(
+        (t) =>
+          `ip6tables-nft -t mangle -A NFLB-web -d fd00::1/128 -p ipv6-icmp -m icmp6 --icmpv6-type ${t} -m comment --comment nflb:web:icmp -j NFQUEUE --queue-num 0`,
+      ),
+    ]);
+  });
+
+  test("nat: echo requests only; the queue options apply to them as well", () => {
+    const r = renderSetup(
+      spec({ protocols: ["udp"], queue: { first: 1, last: 3 }, queueBypass: true }),
+    );
+    assert.deepEqual(queueRules(r).slice(1), [
+      "iptables-nft -t mangle -A NFLB-web -d 10.0.0.1/32 -p icmp -m icmp --icmp-type echo-request -m comment --comment nflb:web:icmp -j NFQUEUE --queue-balance 1:3 --queue-bypass",
+    ]);
+  });
+
+  test("without protocols or ports everything is queued by one rule per VIP, ICMP included", () => {
+    for (const mode of ["nat", "dsr"] as const) {
+      const r = renderSetup(spec({ mode, vips: ["10.0.0.1", "10.0.2.0/24"] }));
+      assert.deepEqual(queueRules(r), [
+        "iptables-nft -t mangle -A NFLB-web -d 10.0.0.1/32 -m comment --comment nflb:web:queue -j NFQUEUE --queue-num 0",
+        "iptables-nft -t mangle -A NFLB-web -d 10.0.2.0/24 -m comment --comment nflb:web:queue -j NFQUEUE --queue-num 0",
+      ]);
+      assert.doesNotMatch(r.iptablesRestore, /icmp/);
+    }
+    const st = renderSetup(spec({ mode: "statistic" }));
+    assert.deepEqual(
+      args(st.iptables).filter((c) => c.includes("-j NFLB-web-LB")),
+      ["iptables-nft -t nat -A NFLB-web -d 10.0.0.1/32 -j NFLB-web-LB"],
+    );
+  });
+});
+
+describe("renderSetup dsr --tier-peer", () => {
+  const tier = (over: Partial<SetupSpec> = {}) =>
+    spec({
+      mode: "dsr",
+      fragments: { queue: 1, tun: "nflb-web" },
+      tierPeers: [
+        { fwmark: 102, address: "192.168.1.102" },
+        { fwmark: 103, address: "192.168.1.103" },
+      ],
+      ...over,
+    });
+
+  test("routes and rules like the targets', counted by mark", () => {
+    const r = renderSetup(tier());
+    assert.deepEqual(args(r.ipRules).slice(3), [
+      ...[1, 2, 3].map((m) => `ip -4 route add default via 192.168.1.${m} table ${m}`),
+      "ip -4 route add default via 192.168.1.102 table 102",
+      "ip -4 route add default via 192.168.1.103 table 103",
+      ...[1, 2, 3].map((m) => `ip -4 rule add pref 1000 fwmark ${m} table ${m}`),
+      "ip -4 rule add pref 1000 fwmark 102 table 102",
+      "ip -4 rule add pref 1000 fwmark 103 table 103",
+    ]);
+    assert.match(r.nft, /set marks \{\n\t\ttype mark;\n\t\telements = \{ 1, 2, 3, 102, 103 \}/);
+    assert.match(r.nft, /\tcounter tier_102 \{ comment "192\.168\.1\.102"; \}/);
+    assert.match(
+      r.nft,
+      /elements = \{ 1 : "pkts_1", 2 : "pkts_2", 3 : "pkts_3", 102 : "tier_102", 103 : "tier_103" \}/,
+    );
+    // The queue rules do not change.
+    const { tierPeers: _, ...plain } = tier();
+    assert.deepEqual(r.iptables, renderSetup(plain).iptables);
+  });
+
+  test("IPv6, canonical addresses, rule priority", () => {
+    const r = renderSetup(
+      tier({ ...V6, rulePriority: 50, tierPeers: [{ fwmark: 7, address: "FD00:100::0007" }] }),
+    );
+    assert.deepEqual(
+      args(r.ipRules).filter((c) => /table 7$/.test(c)),
+      [
+        "ip -6 route add default via fd00:100::7 table 7",
+        "ip -6 rule add pref 50 fwmark 7 table 7",
+      ],
+    );
+  });
+
+  test("the plan records the peers; without them there is no key (records compare deeply)", () => {
+    assert.deepEqual(buildPlan(normalizeSpec(tier())).tierPeers, [
+      { fwmark: 102, address: "192.168.1.102" },
+      { fwmark: 103, address: "192.168.1.103" },
+    ]);
+    const { tierPeers: _, ...plain } = tier();
+    assert.equal("tierPeers" in buildPlan(normalizeSpec(plain)), false);
+    assert.equal("tierPeers" in buildPlan(normalizeSpec({ ...plain, tierPeers: [] })), false);
+  });
+
+  test("rejections", () => {
+    const rejects = (over: Partial<SetupSpec>, re: RegExp) =>
+      assert.throws(
+        () => validateSpec(tier(over)),
+        (err: unknown) => err instanceof SetupError && re.test(err.message),
+        `expected ${re} for ${JSON.stringify(over)}`,
+      );
+    const peer = (fwmark: number, address = "192.168.1.200") => [{ fwmark, address }];
+    rejects({ tierPeers: peer(2) }, /fwmark 2 is also the fwmark of target 192\.168\.1\.2/);
+    rejects(
+      { tierPeers: peer(FRAGMENT_MARK) },
+      /1852206178 \(0x6e666c62\) is reserved for fragments/,
+    );
+    rejects({ tierPeers: peer(0) }, /tier peer .*fwmark must be an integer 1\.\.4294967295/);
+    rejects({ tierPeers: peer(254) }, /253-255 are the kernel's/);
+    rejects(
+      { tierPeers: [...peer(102), ...peer(102, "192.168.1.201")] },
+      /fwmark 102 is used by more than one tier peer/,
+    );
+    rejects(
+      { tierPeers: [...peer(102), ...peer(103)] },
+      /tier peer address 192\.168\.1\.200 is listed twice/,
+    );
+    rejects({ tierPeers: peer(102, "192.168.1.3") }, /192\.168\.1\.3 is also a target's address/);
+    rejects({ tierPeers: peer(102, "fd00::9") }, /tier peer .*address family differs/);
+    rejects({ tierPeers: peer(102, "10.0.0.1") }, /tier peer .*inside VIP 10\.0\.0\.1\/32/);
+    rejects({ tierPeers: peer(102, "224.0.0.1") }, /a peer must be a unicast address/);
+    rejects({ tierPeers: peer(102, "x") }, /tier peer "x" .*not an IPv4\/IPv6 address/);
+    rejects({ fragments: undefined }, /--tier-peer needs --fragments/);
+    rejects({ mode: "nat", fragments: undefined }, /--tier-peer needs --mode dsr/);
+    rejects({ tierPeers: "x" as unknown as [] }, /tierPeers must be a list/);
+    validateSpec(tier());
+  });
+});
+
 describe("renderSetup statistic", () => {
   test("nth round robin: every 3, every 2, the rest", () => {
     const r = renderSetup(spec({ mode: "statistic", protocols: ["tcp", "udp"], ports: "80" }));
@@ -195,6 +366,8 @@ describe("renderSetup statistic", () => {
       "iptables-nft -t nat -N NFLB-web-LB",
       "iptables-nft -t nat -A NFLB-web -d 10.0.0.1/32 -p tcp -m multiport --dports 80 -j NFLB-web-LB",
       "iptables-nft -t nat -A NFLB-web -d 10.0.0.1/32 -p udp -m multiport --dports 80 -j NFLB-web-LB",
+      // Ping to the VIP is balanced too (conntrack keeps one ping to one target).
+      "iptables-nft -t nat -A NFLB-web -d 10.0.0.1/32 -p icmp -m icmp --icmp-type echo-request -j NFLB-web-LB",
       `iptables-nft -t nat -A NFLB-web-LB -m statistic --mode nth --every 3 --packet 0 ${dnat(1)}`,
       `iptables-nft -t nat -A NFLB-web-LB -m statistic --mode nth --every 2 --packet 0 ${dnat(2)}`,
       `iptables-nft -t nat -A NFLB-web-LB ${dnat(3)}`,
@@ -268,11 +441,11 @@ describe("helpers", () => {
     ]);
   });
 
-  test("ports without protocols mean tcp, udp and sctp", () => {
+  test("ports without protocols mean tcp, udp and sctp (and ICMP echo)", () => {
     const r = renderSetup(spec({ ports: "443" }));
     assert.deepEqual(
       r.iptables.filter((c) => c.includes("NFQUEUE")).map((c) => c[c.indexOf("-p") + 1]),
-      ["tcp", "udp", "sctp"],
+      ["tcp", "udp", "sctp", "icmp"],
     );
   });
 
