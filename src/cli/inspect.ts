@@ -161,7 +161,9 @@ export function registerInspectCommands(program: Command): void {
           if (rules.icmp) out.push(`  of which ICMP: ${rules.icmp.packets} packets`);
           if (rules.fragments) out.push(`  fragments queued: ${rules.fragments.packets} packets`);
           for (const p of rules.peers ?? []) {
-            out.push(`  tier peer fwmark ${p.fwmark} -> ${p.address}: ${p.packets} fragments handed over`);
+            out.push(
+              `  tier peer fwmark ${p.fwmark} -> ${p.address}: ${p.packets} fragments handed over`,
+            );
           }
           for (const t of rules.targets) {
             out.push(

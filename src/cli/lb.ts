@@ -29,6 +29,8 @@ interface LbOptions {
   ftFragBytes: number;
   ftTtl: number;
   tier?: string;
+  nolbFwmark?: number;
+  promiscuousPing?: boolean;
 }
 
 /** The TUN device `nflb setup --fragments` creates for a load balancer by default. */
@@ -117,6 +119,12 @@ export function registerLbCommand(program: Command): void {
       DEFAULT_FRAG_CONFIG.ttlMs,
     )
     .option(
+      "--nolb-fwmark <fwmark>",
+      "mark for packets no flow matches, when flows are defined (default: drop)",
+      fwmarkArg,
+    )
+    .option("--promiscuous-ping", "ICMP echo matches any flow whose addresses match")
+    .option(
       "--tier <name>",
       "load-balancer tier state: fragments go to the instance their addresses hash to (needs init --ownfw)",
     )
@@ -174,6 +182,8 @@ export function registerLbCommand(program: Command): void {
             },
             notargetsFwmark: opts.notargetsFwmark ?? 0,
             acceptInvalid: opts.invalid === "accept",
+            nolbFwmark: opts.nolbFwmark ?? 0,
+            promiscuousPing: opts.promiscuousPing === true,
             fragments,
             tier: opts.tier,
           },

@@ -2,6 +2,7 @@
 // The nflb command line: each command group lives in its own file and registers itself.
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
+import { registerFlowCommands } from "./flows.js";
 import { registerInspectCommands } from "./inspect.js";
 import { registerLbCommand } from "./lb.js";
 import { registerStateCommands } from "./lbstate.js";
@@ -34,5 +35,6 @@ registerStateCommands(program);
 registerLbCommand(program);
 registerInspectCommands(program);
 registerSetupCommands(program);
+registerFlowCommands(program);
 
 await program.parseAsync(process.argv);

@@ -50,6 +50,8 @@ export const C = {
   fragDiscardedPoisoned: 66,
   fragFirstDuplicate: 67,
   fragLaterSeen: 68,
+  noFlowDropped: 69,
+  noFlowMarked: 70,
   /** maxTargets words: packets per target slot. */
   perSlot: 72,
 } as const;
@@ -117,6 +119,8 @@ export interface QueueCounters {
   recvErrors: number;
   tableChanges: number;
   tierForwarded: number;
+  noFlowDropped: number;
+  noFlowMarked: number;
   invalidByReason: Record<number, number>;
   fragments: Record<keyof typeof FRAGMENT_COUNTERS, number>;
   perSlot: number[];
@@ -169,6 +173,8 @@ export function readCounters(name: string): QueueCounters[] {
       recvErrors: w[C.recvErrors],
       tableChanges: w[C.tableChanges],
       tierForwarded: w[C.tierForwarded],
+      noFlowDropped: w[C.noFlowDropped],
+      noFlowMarked: w[C.noFlowMarked],
       invalidByReason,
       fragments: Object.fromEntries(
         Object.entries(FRAGMENT_COUNTERS).map(([key, index]) => [key, w[index]]),

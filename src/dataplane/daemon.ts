@@ -14,6 +14,8 @@ export interface DaemonOptions {
   queue: Omit<QueueOptions, "queue">;
   notargetsFwmark: number;
   acceptInvalid: boolean;
+  nolbFwmark: number;
+  promiscuousPing: boolean;
   /** The fragment queue: its worker copies whole packets and tracks fragments. */
   fragments?: FragmentOptions & { queue: number };
   /** Name of the load-balancer tier's state (see WorkerConfig.tier). */
@@ -59,22 +61,25 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
     }
   }
 
-  const configs: WorkerConfig[] = options.queues.map((queue) => ({
+  // What every worker shares; each adds its queue (and the fragment worker its table).
+  const common = {
     name: options.name,
-    queue: { ...options.queue, queue },
     notargetsFwmark: options.notargetsFwmark,
     acceptInvalid: options.acceptInvalid,
+    nolbFwmark: options.nolbFwmark,
+    promiscuousPing: options.promiscuousPing,
     tier: options.tier,
+  };
+  const configs: WorkerConfig[] = options.queues.map((queue) => ({
+    ...common,
+    queue: { ...options.queue, queue },
   }));
   if (options.fragments) {
     const { queue, ...fragments } = options.fragments;
     configs.push({
-      name: options.name,
+      ...common,
       queue: { ...options.queue, queue, copyRange: NFQ_MAX_COPY_RANGE },
-      notargetsFwmark: options.notargetsFwmark,
-      acceptInvalid: options.acceptInvalid,
       fragments,
-      tier: options.tier,
     });
   }
   const queueList = configs.map((c) => c.queue.queue).join(",");

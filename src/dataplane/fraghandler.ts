@@ -13,10 +13,6 @@ export interface FragmentOptions {
   table: FragTableConfig;
 }
 
-/** Returned instead of a slot: the packet was held (a copy is kept) or must be dropped. */
-export const FRAG_HELD = -1;
-export const FRAG_DROP = -2;
-
 export class FragmentHandler {
   readonly table: FragmentTable;
   private readonly addon: NativeAddon;
@@ -33,31 +29,32 @@ export class FragmentHandler {
   }
 
   /**
-   * The target slot for a fragment: `firstSlot` is the slot its flow hash maps to (used
-   * for a first fragment), or NO_SLOT. Returns a slot, FRAG_HELD or FRAG_DROP.
+   * The fwmark for a fragment, or 0 when the packet is to be dropped (a copy is held
+   * until its first fragment comes, or the table dropped and counted it). `firstMark` is
+   * the target its flow hash chose, which a first fragment takes. The table stores
+   * fwmarks (as int32), so fragments of flows of any load balancer find their target.
    */
-  slotFor(
+  markFor(
     info: PacketInfo,
     buf: Uint8Array,
     off: number,
     len: number,
     origLen: number,
-    firstSlot: number,
+    firstMark: number,
     now: number,
   ): number {
     if (info.fragKind === FragKind.First) {
-      this.ready += this.table.first(info, firstSlot, now);
+      this.ready += this.table.first(info, firstMark | 0, now);
       // A duplicate first fragment keeps the target its datagram already has.
-      return this.table.target;
+      return this.table.target >>> 0;
     }
     // A held copy must be the whole fragment; the fragment queue copies whole packets.
     if (len < origLen) {
       this.counters[C.fragTruncated]++;
-      return FRAG_DROP;
+      return 0;
     }
     const verdict = this.table.later(info, buf, off, len, now);
-    if (verdict === FragVerdict.Forward) return this.table.target;
-    return verdict === FragVerdict.Stored ? FRAG_HELD : FRAG_DROP;
+    return verdict === FragVerdict.Forward ? this.table.target >>> 0 : 0;
   }
 
   /** After each batch: re-inject what became ready, expire old entries, publish counters. */

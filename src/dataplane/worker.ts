@@ -2,6 +2,7 @@
 // own counters. Data flows one way: socket -> batch -> classify -> lookup -> verdicts.
 import { statSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
+import { FlowMatcher } from "../flows/index.js";
 import {
   NfQueue,
   type PacketBatch,
@@ -9,6 +10,7 @@ import {
   type VerdictWriter,
 } from "../nfqueue/queue.js";
 import { addressHash, classify, FragKind, flowHash, PacketInfo } from "../packet/index.js";
+import { flowsVersion, readFlows } from "../state/flowstore.js";
 import { openState, type StateFile } from "../state/store.js";
 import { C, INVALID_REASON_SLOTS, mapCounters } from "./counters.js";
 import { FragmentHandler, type FragmentOptions } from "./fraghandler.js";
@@ -21,6 +23,10 @@ export interface WorkerConfig {
   notargetsFwmark: number;
   /** Accept invalid packets unmarked instead of dropping them. */
   acceptInvalid: boolean;
+  /** Mark for packets no flow matches (when flows are defined); 0 = drop them. */
+  nolbFwmark: number;
+  /** ICMP echo matches any flow whose addresses match. */
+  promiscuousPing: boolean;
   /** Set for the fragment queue's worker: track fragments, re-inject through a TUN. */
   fragments?: FragmentOptions;
   /**
@@ -51,6 +57,14 @@ let counters: Float64Array;
 let queue: NfQueue;
 let fragments: FragmentHandler | undefined;
 let tier: LbView | undefined;
+/** Flows (when any are defined) and, per flow, the load balancer serving it. */
+let flows: FlowMatcher | undefined;
+let flowLbs: LbView[] = [];
+let flowLbViews: LbView[] = [];
+let flowsSeen = "";
+let flowsCheckedAt = 0;
+/** How often the flow file is looked at: a stat, so not every batch. */
+const FLOWS_CHECK_MS = 20;
 let ownFwmark = 0;
 const info = new PacketInfo();
 let classifyOptions = { sctpPortsOnly: true, sctpEncapPort: 0 };
@@ -80,11 +94,11 @@ function refreshView(): void {
 
 function onBatch(batch: PacketBatch, verdicts: VerdictWriter): void {
   if (view.stale()) refreshView();
+  for (const v of flowLbViews) if (v.stale()) v.refresh();
   if (tier?.stale()) tier.refresh();
+  const now = Date.now();
+  if (now - flowsCheckedAt >= FLOWS_CHECK_MS) refreshFlows(now);
   const { buf, ids, payloadOffset, payloadLength } = batch;
-  const seed = view.hashSeed;
-  const fwmarkBySlot = view.fwmarkBySlot;
-  const now = fragments === undefined ? 0 : Date.now();
   let marked = 0;
   for (let i = 0; i < batch.count; i++) {
     const id = ids[i];
@@ -108,23 +122,26 @@ function onBatch(batch: PacketBatch, verdicts: VerdictWriter): void {
         continue;
       }
     }
-    let slot = view.slotFor(flowHash(info, seed));
-    if (fragments !== undefined && info.fragKind !== FragKind.None && slot !== NO_SLOT) {
-      slot = fragments.slotFor(
-        info,
-        buf,
-        payloadOffset[i],
-        payloadLength[i],
-        batch.origLength[i],
-        slot,
-        now,
-      );
-      if (slot < 0) {
-        // FRAG_HELD: a copy waits for its first fragment; FRAG_DROP: counted by the table.
-        verdicts.drop(id);
+    // Which load balancer: the best flow's, or the daemon's own when no flow is defined.
+    let lb = view;
+    let hashAddresses = false;
+    if (flows !== undefined) {
+      const f = flows.match(info, buf);
+      if (f < 0) {
+        if (config.nolbFwmark !== 0) {
+          verdicts.accept(id, config.nolbFwmark);
+          counters[C.noFlowMarked]++;
+        } else {
+          verdicts.drop(id);
+          counters[C.noFlowDropped]++;
+        }
         continue;
       }
+      lb = flowLbs[f];
+      hashAddresses = flows.hashOnAddresses[f] === 1;
     }
+    const hash = hashAddresses ? addressHash(info, lb.hashSeed) : flowHash(info, lb.hashSeed);
+    const slot = lb.slotFor(hash);
     if (slot === NO_SLOT) {
       if (config.notargetsFwmark !== 0) {
         verdicts.accept(id, config.notargetsFwmark);
@@ -135,14 +152,74 @@ function onBatch(batch: PacketBatch, verdicts: VerdictWriter): void {
       }
       continue;
     }
-    verdicts.accept(id, fwmarkBySlot[slot]);
-    counters[C.perSlot + slot]++;
+    let mark = lb.fwmarkBySlot[slot];
+    if (fragments !== undefined && info.fragKind !== FragKind.None) {
+      mark = fragments.markFor(
+        info,
+        buf,
+        payloadOffset[i],
+        payloadLength[i],
+        batch.origLength[i],
+        mark,
+        now,
+      );
+      // 0: a copy waits for its first fragment, or the table dropped it (counted there).
+      if (mark === 0) {
+        verdicts.drop(id);
+        continue;
+      }
+    }
+    verdicts.accept(id, mark);
+    // Per-target counters are the daemon's own load balancer's (flows count per flow).
+    if (lb === view) counters[C.perSlot + slot]++;
     marked++;
   }
   fragments?.afterBatch(now);
   counters[C.packets] += batch.count;
   counters[C.marked] += marked;
   counters[C.batches]++;
+}
+
+/** Recompiles the flows when the flow file changed; a bad change keeps the old flows. */
+function refreshFlows(now: number): void {
+  flowsCheckedAt = now;
+  const version = flowsVersion();
+  if (version === flowsSeen) return;
+  flowsSeen = version;
+  try {
+    const specs = readFlows();
+    if (specs.length === 0) {
+      flows = undefined;
+      flowLbs = [];
+      flowLbViews = [];
+    } else {
+      const matcher = new FlowMatcher(specs, { promiscuousPing: config.promiscuousPing });
+      const byName = new Map<string, LbView>([[config.name, view]]);
+      const lbs = matcher.flows.map((f) => {
+        let v = byName.get(f.target);
+        if (v === undefined) {
+          v = new LbView(openState(f.target));
+          v.refresh();
+          byName.set(f.target, v);
+        }
+        return v;
+      });
+      flows = matcher;
+      flowLbs = lbs;
+      flowLbViews = [...byName.values()].filter((v) => v !== view);
+    }
+    post({
+      type: "log",
+      level: "info",
+      message: `queue ${config.queue.queue}: ${specs.length} flows`,
+    });
+  } catch (err) {
+    post({
+      type: "log",
+      level: "warning",
+      message: `flows not applied, keeping the previous ones: ${(err as Error).message}`,
+    });
+  }
 }
 
 /** Once a second: publish socket counters, follow a re-created state file. */

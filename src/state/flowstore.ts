@@ -1,0 +1,74 @@
+// The flows of this host's daemons: one JSON file in the state directory, replaced
+// atomically (write a temporary file, rename) under an exclusive lock, so writers never
+// lose each other's changes and the daemon never reads half a change. A daemon restart
+// finds the flows where they were.
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import { checkFlowSpec, FlowError, FlowMatcher, type FlowSpec } from "../flows/index.js";
+import { LOCK_EX, LOCK_UN, loadAddon } from "../native/addon.js";
+import { stateDir } from "./store.js";
+
+export function flowsPath(): string {
+  return join(stateDir(), "flows.json");
+}
+
+/** The stored flows, in matcher order; [] when there are none. Throws on a damaged file. */
+export function readFlows(): FlowSpec[] {
+  let text: string;
+  try {
+    text = readFileSync(flowsPath(), "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw err;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new FlowError(`${flowsPath()} is not valid JSON: damaged flow file`);
+  }
+  if (!Array.isArray(parsed)) throw new FlowError(`${flowsPath()} holds no flow list`);
+  return parsed.map((f) => checkFlowSpec(f));
+}
+
+/** An identity of the flow file's current version, cheap to compare (inode and mtime). */
+export function flowsVersion(): string {
+  try {
+    const st = statSync(flowsPath());
+    return `${st.ino}:${st.mtimeMs}:${st.size}`;
+  } catch {
+    return "none";
+  }
+}
+
+/**
+ * Changes the flows under an exclusive lock. `change` edits a copy; the result is
+ * compiled (which checks it: duplicate names, invalid flows) before it replaces the
+ * file, so a rejected change leaves everything as it was.
+ */
+export function updateFlows(change: (flows: FlowSpec[]) => FlowSpec[]): FlowSpec[] {
+  mkdirSync(stateDir(), { recursive: true, mode: 0o755 });
+  const addon = loadAddon();
+  const lockFd = openSync(join(stateDir(), "flows.lock"), "a", 0o644);
+  try {
+    const rc = addon.flock(lockFd, LOCK_EX);
+    if (rc < 0) throw new FlowError(`cannot lock the flows: ${addon.strerror(rc)}`);
+    const next = change(readFlows());
+    const ordered = new FlowMatcher(next).flows.slice();
+    const tmp = `${flowsPath()}.tmp.${process.pid}`;
+    writeFileSync(tmp, `${JSON.stringify(ordered, null, 2)}\n`, { mode: 0o644 });
+    renameSync(tmp, flowsPath());
+    addon.flock(lockFd, LOCK_UN);
+    return ordered;
+  } finally {
+    closeSync(lockFd);
+  }
+}
