@@ -210,6 +210,18 @@ describe("flows: several services on one daemon", { skip }, () => {
     f.nflb("flow-set", "--name", "other", "--target", "other", "--dsts", VIP2);
   });
 
+  test("ICMP echo to the VIP: no flow without --promiscuous-ping; with it, the best flow by address", async () => {
+    const ping = () => client().tryExec("ping", ["-c", "2", "-i", "0.2", "-W", "1", VIP]);
+    const before = JSON.parse(f.nflb("stats", "--name", "web", "--json")).queues[0].noFlowDropped;
+    assert.notEqual(ping().status, 0, "echo matched a TCP-only flow");
+    const after = JSON.parse(f.nflb("stats", "--name", "web", "--json")).queues[0].noFlowDropped;
+    assert.ok(after - before >= 2, `no-flow drops ${after - before}`);
+    await daemon?.stop();
+    daemon = await f.daemonWith("web", "--queue", QUEUE, "--promiscuous-ping");
+    const r = ping();
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+  });
+
   test("flows survive a daemon restart", async () => {
     await daemon?.stop("SIGKILL");
     daemon = await f.daemon("web", QUEUE);
