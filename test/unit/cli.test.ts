@@ -23,6 +23,10 @@ test("--help lists every command; each command has --help", () => {
     "setup",
     "teardown",
     "version",
+    "flow-set",
+    "flow-delete",
+    "flow-list",
+    "flow-list-names",
   ]) {
     assert.match(r.stdout, new RegExp(`\\b${c}\\b`), `--help mentions ${c}`);
     const sub = run(c, "--help");
