@@ -159,6 +159,9 @@ test("loads in worker threads; poll works there; teardown with an active poll is
     });`;
   for (const stop of [true, false]) {
     const w = new Worker(code, { eval: true, workerData: { addonUrl, shm, stop } });
+    // Listen for the exit at once: a worker that stops by itself may be gone before the
+    // message has been awaited.
+    const exited = new Promise<number>((resolve) => w.once("exit", resolve));
     const msg = await new Promise<{ fired: boolean; seen: number; eagain: number }>(
       (resolve, reject) => {
         w.once("message", resolve);
@@ -170,9 +173,7 @@ test("loads in worker threads; poll works there; teardown with an active poll is
     main[1] = 0;
     // stop: the loop empties and the worker ends by itself (0); otherwise terminate()
     // must not abort the process on the still-open uv handle (cleanup hook closes it).
-    const exit = await (stop
-      ? new Promise<number>((resolve) => w.once("exit", resolve))
-      : w.terminate());
+    const exit = await (stop ? exited : w.terminate());
     assert.equal(exit, stop ? 0 : 1);
   }
   closeSync(fd);
