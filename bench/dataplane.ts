@@ -1,6 +1,6 @@
 // Data-plane benchmark: UDP through the load-balancer topology of the end-to-end tests,
-// four ways side by side, interleaved round by round (plain, statistic, daemon/64,
-// daemon/1, plain, ...) because this machine is shared and noisy.
+// six ways side by side, interleaved round by round (plain, statistic, daemon/64, flows1,
+// flows2000, daemon/1, plain, ...) because this machine is shared and noisy.
 //
 //   client --(AF_PACKET sender, 64 UDP flows)--> lb --> target1..3 (nft counter, drop)
 //
@@ -8,7 +8,16 @@
 //               hash), the targets hold the VIP on loopback. The kernel's ceiling.
 // 2. statistic  `nflb setup --mode statistic`: iptables statistic nth + DNAT, kernel only.
 // 3. daemon64   `nflb setup --mode nat` + `nflb lb --batch 64`: NFQUEUE, Maglev, fwmark, DNAT.
-// 4. daemon1    the same with --batch 1: one packet per recvmmsg and one sendto per verdict.
+// 4. flows1     daemon64 with one flow that matches the traffic (stored in-process through
+//               the flow store, as `nflb flow-set` does).
+// 5. flows2000  daemon64 with 2,000 flows: the matching one has the lowest priority, the
+//               1,999 others are services that do not match (their own /32 or /24, port
+//               ranges, byte matches, other ports and protocols on the bench VIP).
+//    flows2000vip (only with --only) the same, with 208 of them on the bench's own VIP,
+//               protocol and port, for other client networks or other payload bytes.
+// 6. daemon1    the same as daemon64 with --batch 1: one packet per recvmmsg and one sendto
+//               per verdict.
+// Each daemon start gets 2,000 unmeasured packets first (flows compiled, JIT warm).
 // Per daemon run: CPU per packet at a fixed rate the daemon keeps up with and delivery at
 // the offered rate, with the daemon's defaults; then, with --qlength 65536, delivery at
 // the offered rate again and capacity: the daemon is stopped (SIGSTOP) while the sender
@@ -17,7 +26,7 @@
 //
 // Needs root, python3 (the sender), nft, iptables-nft; conntrack (to flush stale NAT
 // bindings between scenarios) and taskset (to pin sender and daemon) when present.
-// Run alone: node dist/bench/dataplane.js [--only plain,statistic,daemon64,daemon1]
+// Run alone: node dist/bench/dataplane.js [--only plain,statistic,daemon64,flows1,...]
 //            [--rounds 3] [--pps 200000] [--seconds 3] [--json]
 import { type ChildProcess, execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -26,6 +35,9 @@ import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { C as COUNTER } from "../src/dataplane/counters.js";
+import { type FlowInput, type FlowSpec, parseFlow } from "../src/flows/index.js";
+import { readFlows, updateFlows } from "../src/state/flowstore.js";
+import { tryOpenState } from "../src/state/store.js";
 import {
   buildLbTopology,
   CLIENT4,
@@ -54,8 +66,30 @@ const FLOWS = 64;
 const PAYLOAD = 64;
 const QUEUE = 0;
 
-export const SCENARIOS = ["plain", "statistic", "daemon64", "daemon1"] as const;
+/** Every scenario, in the order a round runs them. */
+export const SCENARIOS = [
+  "plain",
+  "statistic",
+  "daemon64",
+  "flows1",
+  "flows2000",
+  "flows2000vip",
+  "daemon1",
+] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
+/** The scenarios run unless --only names others (flows2000vip only on request). */
+export const DEFAULT_SCENARIOS: readonly ScenarioName[] = SCENARIOS.filter(
+  (name) => name !== "flows2000vip",
+);
+
+/** The flow scenarios: the daemon64 setup with `count` flows defined (benchFlowSpecs). */
+const FLOW_SCENARIOS: Partial<Record<ScenarioName, { count: number; onBenchPort: boolean }>> = {
+  flows1: { count: 1, onBenchPort: false },
+  flows2000: { count: 2000, onBenchPort: false },
+  flows2000vip: { count: 2000, onBenchPort: true },
+};
+/** Load balancers (states) the non-matching service flows point to, besides LB_NAME. */
+const SERVICE_LBS = ["svc-web", "svc-dns", "svc-sip", "svc-api"];
 
 export interface DataplaneOptions {
   rounds: number;
@@ -84,7 +118,7 @@ export const DEFAULT_OPTIONS: DataplaneOptions = {
   fillPackets: 60_000,
   fillPps: 0,
   pin: true,
-  only: SCENARIOS,
+  only: DEFAULT_SCENARIOS,
   log: (line) => process.stderr.write(`${line}\n`),
 };
 
@@ -136,8 +170,14 @@ export interface Capacity {
 
 export interface DaemonRun {
   batch: number;
+  /** Flow scenarios: the flows defined (0: none, the daemon balances its own LB). */
+  flows: number;
+  /** Flow scenarios: time to validate, compile and store them in-process (updateFlows). */
+  flowsWriteMs?: number;
+  /** Flow scenarios: packets the daemon dropped for matching no flow (must be 0). */
+  noFlowDropped?: number;
   cpu: CpuSample;
-  /** At the offered rate with the daemon's defaults (queue 4096 deep). */
+  /** At the offered rate with the daemon's defaults (its default queue length). */
   delivery: Delivery;
   /** At the offered rate with --qlength 65536: the queue absorbs stalls of the daemon. */
   deepDelivery: Delivery;
@@ -153,6 +193,8 @@ export interface BenchContext {
   sender: UdpSender;
   sink: SinkCounters;
   options: DataplaneOptions;
+  /** The service flows' load balancers exist (created once, on the first flow scenario). */
+  serviceLbsReady?: boolean;
 }
 
 function have(cmd: string): boolean {
@@ -188,6 +230,16 @@ function nflb(ctx: BenchContext, args: readonly string[]): string {
   }
 }
 
+/** `nflb lb`'s default queue length, as its --help states it; undefined if not found. */
+function daemonDefaultQlength(ctx: BenchContext): number | undefined {
+  try {
+    const m = /--qlength <n>[\s\S]*?\(default: (\d+)\)/.exec(nflb(ctx, ["lb", "--help"]));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function targetArgs(ctx: BenchContext): string[] {
   return ctx.topo.targets.flatMap((_, i) => ["--target", `${i + 1}=${target4(i + 1)}`]);
 }
@@ -208,7 +260,7 @@ process.on("exit", () => {
 
 class Daemon {
   private exited = false;
-  /** The last 4000 characters the daemon printed. */
+  /** The last 64 KiB the daemon printed (its log: a few lines per start and change). */
   output = "";
   readonly exit: Promise<number | null>;
 
@@ -226,7 +278,7 @@ class Daemon {
   }
 
   private append(d: Buffer): void {
-    this.output = (this.output + d.toString()).slice(-4000);
+    this.output = (this.output + d.toString()).slice(-65536);
   }
 
   get pid(): number {
@@ -284,18 +336,199 @@ class Daemon {
 }
 
 function withOutput(err: unknown, daemon: Daemon): Error {
-  const tail = daemon.output.trim();
+  const tail = daemon.output.trim().slice(-4000);
   return new Error(`${(err as Error).message}${tail ? `\nnflb lb said:\n${tail}` : ""}`);
 }
 
-/** Packets the daemon has given a verdict (its counters file), or NaN if unreadable. */
-function daemonPackets(ctx: BenchContext): number {
+/** A counter of the daemon's queue (its counters file; default: packets given a
+ * verdict), or NaN if unreadable. */
+function daemonPackets(ctx: BenchContext, counter: number = COUNTER.packets): number {
   try {
     const bytes = readFileSync(join(ctx.stateDir, `${LB_NAME}.q${QUEUE}.stats`));
     const words = new Float64Array(bytes.buffer, bytes.byteOffset, bytes.length >> 3);
-    return words[COUNTER.packets];
+    return words[counter];
   } catch {
     return Number.NaN;
+  }
+}
+
+// ---------------------------------------------------------------- flows
+
+/**
+ * The flows of a flow scenario: `n - 1` services that do not match the bench traffic
+ * (UDP 198.18.0.2:10000-10063 -> VIP:9000, payload bytes 0x42), every one of higher
+ * priority, then the one flow that matches it, of the lowest priority (0). The services
+ * are what one daemon in front of many would carry, one in ten of each kind: HTTP(S)
+ * (two in ten), application port ranges, SSH for new connections only (a TCP flags byte
+ * match), DNS queries only (a byte match on the QR bit) and SCTP signalling, each on a
+ * /32 of its own (10.64.0.0/13), DNS, SIP/RTP and databases on a /24 of their own
+ * (10.96.0.0/13), and services on the bench VIP on other ports and protocols (TCP 9000,
+ * UDP 9001-9500, SCTP 9000, TCP/UDP 20000+).
+ *
+ * `onBenchPort` (flows2000vip) makes 208 of them share the bench's VIP, protocol and
+ * port: 200 that serve other client networks only (100.64.k.0/24) instead of the
+ * databases, and 8 told apart by the first payload byte (0x01..0x08; the bench sends
+ * 0x42) instead of 8 SCTP services. No set of one dimension is then small, and the byte
+ * matches are tried one by one for every packet: the matcher's harder case.
+ */
+export function benchFlowSpecs(n: number, onBenchPort = false): FlowSpec[] {
+  const inputs: FlowInput[] = [];
+  for (let i = 0; i < n - 1; i++) {
+    const k = Math.floor(i / 10);
+    const host = `10.${64 + (i >> 8)}.${i & 255}.10`;
+    const net = `10.${96 + (i >> 8)}.${i & 255}.0/24`;
+    const base = {
+      name: `svc${String(i).padStart(4, "0")}`,
+      target: SERVICE_LBS[i % SERVICE_LBS.length],
+      priority: n - i,
+    };
+    let flow: Omit<FlowInput, "name" | "target" | "priority">;
+    switch (i % 10) {
+      case 0:
+      case 1:
+        flow = { protocols: "tcp", dsts: host, dports: "80,443" };
+        break;
+      case 2: {
+        const lo = 8000 + (k % 50) * 20;
+        flow = { protocols: "tcp", dsts: host, dports: `${lo}-${lo + 19}` };
+        break;
+      }
+      case 3:
+        flow = { protocols: "tcp,udp", dsts: net, dports: "53" };
+        break;
+      case 4:
+        flow = { protocols: "udp", dsts: net, dports: "5060,16384-32767" };
+        break;
+      case 5:
+        flow = { protocols: "tcp", dsts: host, dports: "22", match: "tcp[13:1] & 0x02 = 0x02" };
+        break;
+      case 6:
+        flow = { protocols: "udp", dsts: host, dports: "53", match: "udp[10:1] & 0x80 = 0x00" };
+        break;
+      case 7: {
+        const lo = 9001 + (k % 50) * 10;
+        flow = [
+          { protocols: "tcp", dsts: VIP4, dports: `${DST_PORT}` },
+          { protocols: "udp", dsts: VIP4, dports: `${lo}-${lo + 9}` },
+          { protocols: "sctp", dsts: VIP4, dports: `${DST_PORT},3868` },
+          { protocols: "tcp,udp", dsts: VIP4, dports: `${20_000 + k}` },
+        ][k % 4];
+        break;
+      }
+      case 8:
+        flow = onBenchPort
+          ? {
+              protocols: "udp",
+              dsts: VIP4,
+              dports: `${DST_PORT}`,
+              srcs: `100.${64 + (k >> 8)}.${k & 255}.0/24`,
+            }
+          : { protocols: "tcp", dsts: net, dports: "3306,5432,6379" };
+        break;
+      default:
+        flow =
+          onBenchPort && k < 8
+            ? {
+                protocols: "udp",
+                dsts: VIP4,
+                dports: `${DST_PORT}`,
+                match: `udp[8:1] = 0x0${k + 1}`,
+              }
+            : { protocols: "sctp", dsts: host, dports: "2905,3868" };
+    }
+    inputs.push({ ...base, ...flow });
+  }
+  inputs.push({
+    name: "bench",
+    target: LB_NAME,
+    priority: 0,
+    protocols: "udp",
+    dsts: VIP4,
+    dports: `${DST_PORT}`,
+  });
+  return inputs.map(parseFlow);
+}
+
+/** Runs `fn` with NFLB_STATE_DIR set to the bench's state directory (the flow store reads
+ * it at each call), and puts the variable back afterwards. */
+function inStateDir<T>(ctx: BenchContext, fn: () => T): T {
+  const saved = process.env.NFLB_STATE_DIR;
+  process.env.NFLB_STATE_DIR = ctx.stateDir;
+  try {
+    return fn();
+  } finally {
+    if (saved === undefined) Reflect.deleteProperty(process.env, "NFLB_STATE_DIR");
+    else process.env.NFLB_STATE_DIR = saved;
+  }
+}
+
+/** Creates the service flows' load balancers (flows must point to existing ones), once. */
+function ensureServiceLbs(ctx: BenchContext): void {
+  if (ctx.serviceLbsReady) return;
+  for (const name of SERVICE_LBS) {
+    nflb(ctx, ["init", "--name", name]);
+    nflb(ctx, ["activate", "--name", name, "1", "2", "3"]);
+  }
+  ctx.serviceLbsReady = true;
+}
+
+/**
+ * Replaces the stored flows, in-process through the flow store (as `nflb flow-set` does,
+ * without a process per flow): the same validation, compiled once before the file is
+ * replaced. Checks first that every target load balancer exists, as flow-set does.
+ * Returns the milliseconds updateFlows took.
+ */
+function storeFlows(ctx: BenchContext, flows: readonly FlowSpec[]): number {
+  return inStateDir(ctx, () => {
+    for (const target of new Set(flows.map((f) => f.target))) {
+      const state = tryOpenState(target);
+      if (!state) throw new Error(`flows: no load balancer named "${target}"`);
+      state.close();
+    }
+    const t0 = performance.now();
+    const stored = updateFlows(() => flows.slice());
+    const ms = performance.now() - t0;
+    if (stored.length !== flows.length) {
+      throw new Error(`flows: ${stored.length} stored of ${flows.length}`);
+    }
+    return ms;
+  });
+}
+
+/** Removes every flow, so the other daemon scenarios balance without any. */
+function clearFlows(ctx: BenchContext): void {
+  inStateDir(ctx, () => {
+    if (readFlows().length > 0) updateFlows(() => []);
+  });
+}
+
+/** Packets sent after each start of the daemon, before anything is measured. */
+const WARMUP_PACKETS = 2_000;
+
+/**
+ * Sends a few packets to a freshly started daemon and waits until they are through: it
+ * compiles its flows at the first batch (2,000 flows: ~100-200 ms of CPU with a cold JIT,
+ * which would otherwise land in the first measurement) and the JIT warms up. With flows,
+ * also waits for the log line that says they were compiled.
+ */
+async function warmUp(ctx: BenchContext, daemon: Daemon, flowCount: number): Promise<void> {
+  await ctx.sender.send(WARMUP_PACKETS, ctx.options.cpuPps);
+  if (flowCount > 0) {
+    const deadline = Date.now() + 5_000;
+    while (!/queue \d+: \d+ flows/.test(daemon.output) && Date.now() < deadline) await sleep(20);
+  }
+  await ctx.sink.settle();
+}
+
+/** Throws unless the daemon's log (--loglevel info) says it compiled exactly `n` flows. */
+function checkFlowsLoaded(daemon: Daemon, n: number): void {
+  if (daemon.output.includes("flows not applied")) {
+    throw new Error(`the daemon rejected the ${n} flows`);
+  }
+  const loaded = [...daemon.output.matchAll(/queue \d+: (\d+) flows/g)];
+  const last = loaded[loaded.length - 1];
+  if (last === undefined || Number(last[1]) !== n) {
+    throw new Error(`the daemon did not report ${n} flows (${last?.[0] ?? "no flows line"})`);
   }
 }
 
@@ -442,8 +675,14 @@ export async function runStatistic(ctx: BenchContext): Promise<Delivery> {
   }
 }
 
-/** 3./4. `--mode nat` + the daemon with a given batch size. */
-export async function runDaemon(ctx: BenchContext, batch: number): Promise<DaemonRun> {
+/** 3.-6. `--mode nat` + the daemon with a given batch size, and `flowCount` flows (0: no
+ * flows, the daemon balances its own load balancer; else benchFlowSpecs(flowCount)). */
+export async function runDaemon(
+  ctx: BenchContext,
+  batch: number,
+  flowCount = 0,
+  onBenchPort = false,
+): Promise<DaemonRun> {
   flushConntrack(ctx.topo.lb);
   nflb(ctx, [
     "setup",
@@ -458,12 +697,26 @@ export async function runDaemon(ctx: BenchContext, batch: number): Promise<Daemo
     String(QUEUE),
   ]);
   try {
-    // Daemon defaults (queue 4096 deep, 32 MiB receive buffer) for rate and CPU.
-    let daemon = await Daemon.start(ctx, ["--batch", String(batch)]);
+    // Flows are in place before the daemon starts; it compiles them at its first batch,
+    // during the warm-up.
+    let flowsWriteMs: number | undefined;
+    if (flowCount > 0) {
+      ensureServiceLbs(ctx);
+      flowsWriteMs = storeFlows(ctx, benchFlowSpecs(flowCount, onBenchPort));
+    } else {
+      clearFlows(ctx);
+    }
+    // At info level the daemon logs how many flows it compiled (never per packet).
+    const logArgs = flowCount > 0 ? ["--loglevel", "info"] : [];
+    let noFlowDropped = 0;
+    // Daemon defaults (queue length and receive buffer) for rate and CPU.
+    let daemon = await Daemon.start(ctx, ["--batch", String(batch), ...logArgs]);
     let cpu: CpuSample;
     let delivery: Delivery;
     let stats: unknown;
     try {
+      await warmUp(ctx, daemon, flowCount);
+      const noFlowBefore = daemonPackets(ctx, COUNTER.noFlowDropped);
       cpu = await measureCpu(ctx, daemon);
       delivery = await measureDelivery(
         ctx,
@@ -471,6 +724,10 @@ export async function runDaemon(ctx: BenchContext, batch: number): Promise<Daemo
         ctx.options.pps,
         daemon,
       );
+      if (flowCount > 0) {
+        checkFlowsLoaded(daemon, flowCount);
+        noFlowDropped += daemonPackets(ctx, COUNTER.noFlowDropped) - noFlowBefore;
+      }
       try {
         stats = JSON.parse(nflb(ctx, ["stats", "--name", LB_NAME, "--json"]));
       } catch (err) {
@@ -489,10 +746,13 @@ export async function runDaemon(ctx: BenchContext, batch: number): Promise<Daemo
       "65536",
       "--rcvbuf",
       String(256 << 20),
+      ...logArgs,
     ]);
     let deepDelivery: Delivery;
     let capacity: Capacity;
     try {
+      await warmUp(ctx, daemon, flowCount);
+      const noFlowBefore = daemonPackets(ctx, COUNTER.noFlowDropped);
       deepDelivery = await measureDelivery(
         ctx,
         Math.round(ctx.options.pps * ctx.options.seconds),
@@ -500,13 +760,24 @@ export async function runDaemon(ctx: BenchContext, batch: number): Promise<Daemo
         daemon,
       );
       capacity = await measureCapacity(ctx, daemon);
+      if (flowCount > 0) {
+        checkFlowsLoaded(daemon, flowCount);
+        noFlowDropped += daemonPackets(ctx, COUNTER.noFlowDropped) - noFlowBefore;
+      }
     } catch (err) {
       throw withOutput(err, daemon);
     } finally {
       await daemon.stop();
     }
-    return { batch, cpu, delivery, deepDelivery, capacity, stats };
+    if (noFlowDropped !== 0) {
+      throw new Error(`${noFlowDropped} packets matched no flow: the bench flow does not match`);
+    }
+    const run: DaemonRun = { batch, flows: flowCount, cpu, delivery, deepDelivery, capacity };
+    if (flowCount > 0) Object.assign(run, { flowsWriteMs, noFlowDropped });
+    run.stats = stats;
+    return run;
   } finally {
+    if (flowCount > 0) clearFlows(ctx);
     nflb(ctx, ["teardown", "--name", LB_NAME]);
   }
 }
@@ -583,6 +854,8 @@ export interface DataplaneReport {
     fillPackets: number;
     rounds: number;
     cpus: number;
+    /** `nflb lb`'s default --qlength (from its --help), used by the first daemon start. */
+    defaultQlength?: number;
     /** 1-minute load average when the bench started: other work on the machine. */
     loadAverage: number;
     kernel: string;
@@ -590,6 +863,9 @@ export interface DataplaneReport {
   /** Medians over the rounds. */
   medians: Record<string, Record<string, number>>;
   ratios: Record<string, number>;
+  /** The flow scenarios' capacity ratios round by round (each pair ran one after the
+   * other; NaN where a run failed): how much of a median ratio is noise. */
+  perRound: Record<string, number[]>;
   rounds: Record<ScenarioName, unknown[]>;
   notes: string[];
 }
@@ -637,13 +913,20 @@ export async function benchDataplane(
   if (options.fillPackets > 65536) throw new Error("fillPackets must be <= 65536 (queue-maxlen)");
   const loadAverage = loadavg()[0];
   const ctx = createContext(options);
-  const runs: Record<ScenarioName, unknown[]> = {
-    plain: [],
-    statistic: [],
-    daemon64: [],
-    daemon1: [],
-  };
+  const defaultQlength = daemonDefaultQlength(ctx);
+  const runs = Object.fromEntries(SCENARIOS.map((name) => [name, []])) as unknown as Record<
+    ScenarioName,
+    unknown[]
+  >;
   const notes: string[] = [];
+  /** Capacity and 1 / CPU per packet draining, per scenario and round (NaN: the run
+   * failed), for per-round ratios. */
+  const byRound = () =>
+    Object.fromEntries(
+      SCENARIOS.map((name) => [name, new Array<number>(options.rounds).fill(Number.NaN)]),
+    ) as Record<ScenarioName, number[]>;
+  const capacityByRound = byRound();
+  const cpuCapacityByRound = byRound();
   const log = options.log;
   try {
     for (let round = 1; round <= options.rounds; round++) {
@@ -657,8 +940,16 @@ export async function benchDataplane(
             runs[name].push(d);
             summary = `delivered ${fmt(d.deliveredPps)} pps of ${fmt(d.offeredPps)}, dropped ${d.dropped}`;
           } else {
-            const r = await runDaemon(ctx, name === "daemon64" ? 64 : 1);
+            const flows = FLOW_SCENARIOS[name];
+            const r = await runDaemon(
+              ctx,
+              name === "daemon1" ? 1 : 64,
+              flows?.count,
+              flows?.onBenchPort,
+            );
             runs[name].push(r);
+            capacityByRound[name][round - 1] = r.capacity.pps;
+            cpuCapacityByRound[name][round - 1] = 1 / r.capacity.usPerPacket;
             const d = (x: Delivery) =>
               `${fmt(x.deliveredPps)} pps of ${fmt(x.offeredPps)} (queue full ${x.queueDropped}, socket full ${x.userDropped})`;
             summary =
@@ -683,8 +974,9 @@ export async function benchDataplane(
   const medians: Record<string, Record<string, number>> = {};
   if (runs.plain.length) medians.plain = deliveryMedians(runs.plain as Delivery[]);
   if (runs.statistic.length) medians.statistic = deliveryMedians(runs.statistic as Delivery[]);
-  if (runs.daemon64.length) medians.daemon64 = daemonMedians(runs.daemon64 as DaemonRun[]);
-  if (runs.daemon1.length) medians.daemon1 = daemonMedians(runs.daemon1 as DaemonRun[]);
+  for (const [name] of DAEMON_LABELS) {
+    if (runs[name].length) medians[name] = daemonMedians(runs[name] as DaemonRun[]);
+  }
   const ratio = (a?: number, b?: number) =>
     a !== undefined && b !== undefined && b > 0 ? a / b : Number.NaN;
   const ratios: Record<string, number> = {
@@ -709,7 +1001,57 @@ export async function benchDataplane(
       medians.statistic?.deliveredPps,
       medians.plain?.deliveredPps,
     ),
+    // The issue's goal: 2,000 flows (the matching one last) keep >= 90% of one flow's rate.
+    flows2000OverFlows1Capacity: ratio(medians.flows2000?.capacityPps, medians.flows1?.capacityPps),
+    // The same from the daemon's CPU time while draining (schedstat): the rate it would
+    // reach with a whole CPU, blind to the stalls of a shared vCPU, so far less noisy.
+    flows2000OverFlows1CpuCapacity: ratio(
+      medians.flows1?.capacityUsPerPacket,
+      medians.flows2000?.capacityUsPerPacket,
+    ),
+    flows2000OverFlows1Delivered: ratio(
+      medians.flows2000?.deepDeliveredPps,
+      medians.flows1?.deepDeliveredPps,
+    ),
+    flows2000OverFlows1CpuPerPacket: ratio(
+      medians.flows2000?.cpuUsPerPacket,
+      medians.flows1?.cpuUsPerPacket,
+    ),
+    flows2000vipOverFlows1Capacity: ratio(
+      medians.flows2000vip?.capacityPps,
+      medians.flows1?.capacityPps,
+    ),
+    flows2000vipOverFlows1CpuCapacity: ratio(
+      medians.flows1?.capacityUsPerPacket,
+      medians.flows2000vip?.capacityUsPerPacket,
+    ),
+    flows1OverDaemonCapacity: ratio(medians.flows1?.capacityPps, medians.daemon64?.capacityPps),
+    flows2000OverDaemonCapacity: ratio(
+      medians.flows2000?.capacityPps,
+      medians.daemon64?.capacityPps,
+    ),
+    flows1OverDaemonDelivered: ratio(
+      medians.flows1?.deepDeliveredPps,
+      medians.daemon64?.deepDeliveredPps,
+    ),
+    flows2000OverDaemonDelivered: ratio(
+      medians.flows2000?.deepDeliveredPps,
+      medians.daemon64?.deepDeliveredPps,
+    ),
   };
+  const perRound: Record<string, number[]> = {};
+  for (const [key, a, b, values] of [
+    ["flows2000OverFlows1Capacity", "flows2000", "flows1", capacityByRound],
+    ["flows2000OverFlows1CpuCapacity", "flows2000", "flows1", cpuCapacityByRound],
+    ["flows2000vipOverFlows1Capacity", "flows2000vip", "flows1", capacityByRound],
+    ["flows2000vipOverFlows1CpuCapacity", "flows2000vip", "flows1", cpuCapacityByRound],
+    ["flows1OverDaemonCapacity", "flows1", "daemon64", capacityByRound],
+    ["flows2000OverDaemonCapacity", "flows2000", "daemon64", capacityByRound],
+  ] as const) {
+    if (runs[a].length > 0 && runs[b].length > 0) {
+      perRound[key] = values[a].map((v, i) => v / values[b][i]);
+    }
+  }
   return {
     setup: {
       flows: FLOWS,
@@ -721,11 +1063,13 @@ export async function benchDataplane(
       fillPackets: options.fillPackets,
       rounds: options.rounds,
       cpus: cpus().length,
+      defaultQlength,
       loadAverage,
       kernel: readFileSync("/proc/sys/kernel/osrelease", "utf8").trim(),
     },
     medians,
     ratios,
+    perRound,
     rounds: runs,
     notes,
   };
@@ -736,6 +1080,10 @@ export async function benchDataplane(
 function fmt(n: number | undefined): string {
   if (n === undefined || !Number.isFinite(n)) return "-";
   return Math.round(n).toLocaleString("en-US");
+}
+
+function ratioText(n: number): string {
+  return Number.isFinite(n) ? n.toFixed(2) : "-";
 }
 
 function pct(n: number | undefined): string {
@@ -751,6 +1099,15 @@ function table(rows: string[][]): string[] {
       .trimEnd(),
   );
 }
+
+/** The daemon scenarios as the tables name them (all batch 64 but daemon1). */
+const DAEMON_LABELS = [
+  ["daemon64", "batch 64"],
+  ["flows1", "batch 64, 1 flow"],
+  ["flows2000", "batch 64, 2,000 flows"],
+  ["flows2000vip", "batch 64, 2,000 flows, 209 on VIP:9000"],
+  ["daemon1", "batch 1"],
+] as const;
 
 /** The report as fixed-width tables. */
 export function formatDataplane(r: DataplaneReport): string {
@@ -778,28 +1135,22 @@ export function formatDataplane(r: DataplaneReport): string {
   };
   if (r.medians.plain) row("plain routing (ECMP)", r.medians.plain, "", false);
   if (r.medians.statistic) row("statistic nth DNAT", r.medians.statistic, "", false);
-  for (const [key, batch] of [
-    ["daemon64", 64],
-    ["daemon1", 1],
-  ] as const) {
+  for (const [key, label] of DAEMON_LABELS) {
     const m = r.medians[key];
     if (!m) continue;
-    row(`nflb lb, batch ${batch}, qlength 4096`, m, "", true);
-    row(`nflb lb, batch ${batch}, qlength 65536`, m, "deep", true);
+    row(`nflb lb, ${label}, qlength ${s.defaultQlength ?? "default"}`, m, "", true);
+    row(`nflb lb, ${label}, qlength 65536`, m, "deep", true);
   }
   out.push(...table(rows));
 
   const daemonRows: string[][] = [
     ["daemon", "capacity pps", "us/packet draining", "us/packet at fixed rate", "fixed rate pps"],
   ];
-  for (const [key, batch] of [
-    ["daemon64", 64],
-    ["daemon1", 1],
-  ] as const) {
+  for (const [key, label] of DAEMON_LABELS) {
     const m = r.medians[key];
     if (!m) continue;
     daemonRows.push([
-      `batch ${batch}`,
+      label,
       fmt(m.capacityPps),
       m.capacityUsPerPacket.toFixed(2),
       m.cpuUsPerPacket.toFixed(2),
@@ -822,10 +1173,23 @@ export function formatDataplane(r: DataplaneReport): string {
     daemonBatch64OverBatch1Delivered: "daemon delivered, batch 64 / batch 1",
     daemonBatch1OverBatch64CpuPerPacket: "daemon CPU per packet, batch 1 / batch 64",
     statisticOverPlainDelivered: "statistic / plain, delivered",
+    flows2000OverFlows1Capacity: "capacity, 2,000 flows / 1 flow (goal >= 0.90)",
+    flows2000OverFlows1CpuCapacity: "same from CPU time (1 / us per packet draining)",
+    flows2000OverFlows1Delivered: "delivered (qlength 65536), 2,000 flows / 1 flow",
+    flows2000OverFlows1CpuPerPacket: "CPU per packet, 2,000 flows / 1 flow",
+    flows2000vipOverFlows1Capacity: "capacity, 2,000 flows (209 on VIP:9000) / 1 flow",
+    flows2000vipOverFlows1CpuCapacity: "same from CPU time",
+    flows1OverDaemonCapacity: "capacity, 1 flow / no flows",
+    flows2000OverDaemonCapacity: "capacity, 2,000 flows / no flows",
+    flows1OverDaemonDelivered: "delivered (qlength 65536), 1 flow / no flows",
+    flows2000OverDaemonDelivered: "delivered (qlength 65536), 2,000 flows / no flows",
   };
   for (const [key, label] of Object.entries(ratioLabels)) {
     const v = r.ratios[key];
-    if (Number.isFinite(v)) out.push(`${label.padEnd(42)} ${v.toFixed(2)}`);
+    if (!Number.isFinite(v)) continue;
+    const rounds = r.perRound?.[key];
+    const each = rounds ? `  (rounds: ${rounds.map((x) => ratioText(x)).join(", ")})` : "";
+    out.push(`${label.padEnd(50)} ${v.toFixed(2)}${each}`);
   }
   for (const note of r.notes) out.push(`note: ${note}`);
   return out.join("\n");
@@ -845,7 +1209,7 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
   if (why) {
     console.log(`data-plane bench skipped: ${why}`);
   } else {
-    const only = values.only?.split(",").map((s) => s.trim()) ?? [...SCENARIOS];
+    const only = values.only?.split(",").map((s) => s.trim()) ?? [...DEFAULT_SCENARIOS];
     for (const name of only) {
       if (!(SCENARIOS as readonly string[]).includes(name)) {
         throw new Error(`unknown scenario "${name}": ${SCENARIOS.join(", ")}`);

@@ -1,7 +1,8 @@
 // `npm run bench`: the micro-benchmarks (Maglev, classifier), then the data-plane bench
 // on network namespaces (root only). Prints tables and writes bench/results.json.
-// Options after `--` go to the data-plane bench: --only plain,statistic,daemon64,daemon1
-// --rounds N --pps N --seconds N, and --no-dataplane to skip it.
+// Options after `--` go to the data-plane bench: --only plain,statistic,daemon64,flows1,
+// flows2000,daemon1 (the default; flows2000vip on request) --rounds N --pps N --seconds N,
+// and --no-dataplane to skip it.
 import { writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -9,6 +10,7 @@ import { benchClassify } from "./classify.js";
 import {
   benchDataplane,
   type DataplaneReport,
+  DEFAULT_SCENARIOS,
   dataplaneUnavailable,
   formatDataplane,
   SCENARIOS,
@@ -60,7 +62,7 @@ async function main(): Promise<void> {
     notes.push(`data-plane bench skipped: ${why}`);
     console.log(`\ndata plane: skipped (${why})`);
   } else {
-    const only = values.only?.split(",").map((s) => s.trim()) ?? [...SCENARIOS];
+    const only = values.only?.split(",").map((s) => s.trim()) ?? [...DEFAULT_SCENARIOS];
     const unknown = only.filter((s) => !(SCENARIOS as readonly string[]).includes(s));
     if (unknown.length > 0)
       throw new Error(`unknown scenario ${unknown.join(", ")}: ${SCENARIOS.join(", ")}`);
@@ -85,6 +87,7 @@ async function main(): Promise<void> {
       setup: dataplane.setup,
       medians: dataplane.medians,
       ratios: dataplane.ratios,
+      perRound: dataplane.perRound,
       notes: dataplane.notes,
       rounds: dataplane.rounds,
     },

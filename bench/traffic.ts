@@ -56,8 +56,8 @@ export interface SendResult {
  * schedule it sends the packets due (50 at 200k pps), sleeping and then spinning up to
  * the due time. After a stall (its vCPU descheduled: on this shared VM, stalls of 10-30 ms
  * happen every second) it catches up at full speed, as a client on another machine would
- * have kept sending; a stall longer than 20 ms (4000 packets at 200k pps, under the
- * daemon's default queue of 4096) restarts the schedule instead, so the offered rate
+ * have kept sending; a stall longer than 20 ms (4000 packets at 200k pps, well under the
+ * daemon's default queue of 16384) restarts the schedule instead, so the offered rate
  * drops and is reported. Bounded by a packet count and a time limit. Unpaced it reaches
  * 700-850k pps through plain routing here.
  */
