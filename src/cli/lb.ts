@@ -6,7 +6,8 @@ import {
   type FragTableConfig,
   validateFragConfig,
 } from "../fragments/config.js";
-import { LOG_LEVELS, Logger, parseLogLevel } from "../log/logger.js";
+import { LEVEL_VALUE, LOG_LEVELS, Logger, parseLogLevel } from "../log/logger.js";
+import { controlSocketPath, parseHostPort } from "../trace/paths.js";
 import { action, addNameOption, CliError, fwmarkArg, intArg, requireRoot } from "./common.js";
 
 interface LbOptions {
@@ -20,7 +21,9 @@ interface LbOptions {
   gso: boolean;
   notargetsFwmark?: number;
   invalid: string;
-  loglevel: string;
+  loglevel?: string;
+  controlSocket?: string;
+  controlTcp?: string;
   fragQueue?: number;
   fragTun?: string;
   ftSize: number;
@@ -81,7 +84,18 @@ export function registerLbCommand(program: Command): void {
       "what to do with packets that cannot be parsed: drop or accept (unmarked)",
       "drop",
     )
-    .option("--loglevel <level>", `log level: ${LOG_LEVELS.join(", ")}`, "notice")
+    .option(
+      "--loglevel <level>",
+      `log level: ${LOG_LEVELS.join(", ")} (default: the level stored by nflb loglevel, else notice)`,
+    )
+    .option(
+      "--control-socket <path>",
+      "control socket for nflb trace (default <run dir>/netns-<inode>/<name>.sock, root-only)",
+    )
+    .option(
+      "--control-tcp <[host:]port>",
+      "also serve the control endpoint on TCP (host default 127.0.0.1; no authentication)",
+    )
     .option(
       "--frag-queue <n>",
       "queue of IP fragments (setup --fragments): whole packets, tracked in the fragment table",
@@ -135,9 +149,11 @@ export function registerLbCommand(program: Command): void {
         }
         let queues: number[];
         let level: number;
+        let controlTcp: { host: string; port: number } | undefined;
         try {
           queues = parseQueueRange(opts.queue);
-          level = parseLogLevel(opts.loglevel);
+          level = opts.loglevel === undefined ? LEVEL_VALUE.notice : parseLogLevel(opts.loglevel);
+          if (opts.controlTcp !== undefined) controlTcp = parseHostPort(opts.controlTcp);
         } catch (err) {
           throw new CliError((err as Error).message);
         }
@@ -186,6 +202,11 @@ export function registerLbCommand(program: Command): void {
             promiscuousPing: opts.promiscuousPing === true,
             fragments,
             tier: opts.tier,
+            control: {
+              socket: opts.controlSocket ?? controlSocketPath(opts.name),
+              tcp: controlTcp,
+            },
+            keepStoredLogLevel: opts.loglevel === undefined,
           },
           log,
         );

@@ -7,6 +7,7 @@ import { registerInspectCommands } from "./inspect.js";
 import { registerLbCommand } from "./lb.js";
 import { registerStateCommands } from "./lbstate.js";
 import { registerSetupCommands } from "./setup.js";
+import { registerTraceCommands } from "./trace.js";
 
 const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {
   version: string;
@@ -36,5 +37,6 @@ registerLbCommand(program);
 registerInspectCommands(program);
 registerSetupCommands(program);
 registerFlowCommands(program);
+registerTraceCommands(program);
 
 await program.parseAsync(process.argv);

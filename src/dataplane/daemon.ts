@@ -1,10 +1,16 @@
 // `nflb lb`: starts one worker per queue, relays their logs, stops them cleanly on
-// SIGTERM/SIGINT (each drains its socket so queued packets get verdicts).
+// SIGTERM/SIGINT (each drains its socket so queued packets get verdicts). Its main thread
+// also serves the control endpoint (trace), follows the log level in the shared state
+// and sends the workers' trace records to the tracers.
+import { statSync } from "node:fs";
 import { Worker } from "node:worker_threads";
-import { LEVEL_VALUE, type Logger } from "../log/logger.js";
+import { LEVEL_VALUE, type Logger, type LogLevelName, levelName } from "../log/logger.js";
 import { NFQ_MAX_COPY_RANGE } from "../nfqueue/constants.js";
 import type { QueueOptions } from "../nfqueue/queue.js";
-import { openState } from "../state/store.js";
+import { openState, type StateFile, tryOpenState } from "../state/store.js";
+import { ControlServer } from "../trace/control.js";
+import { TraceHub } from "../trace/hub.js";
+import { isLoopbackHost } from "../trace/paths.js";
 import type { FragmentOptions } from "./fraghandler.js";
 import type { WorkerConfig, WorkerMessage } from "./worker.js";
 
@@ -20,9 +26,21 @@ export interface DaemonOptions {
   fragments?: FragmentOptions & { queue: number };
   /** Name of the load-balancer tier's state (see WorkerConfig.tier). */
   tier?: string;
+  /**
+   * The control endpoint (trace): a Unix socket at `socket` (none when undefined) and, if
+   * given, a TCP port.
+   */
+  control?: { socket?: string; tcp?: { host: string; port: number } };
+  /**
+   * Start with the log level stored in the shared state when there is one (`--loglevel`
+   * not given); otherwise the logger's level is stored there.
+   */
+  keepStoredLogLevel?: boolean;
 }
 
 const STOP_TIMEOUT_MS = 5000;
+/** How often the main thread looks at the shared log level. */
+const LOG_LEVEL_POLL_MS = 100;
 
 /** Parses "2" or "0:3" into queue numbers. */
 export function parseQueueRange(text: string): number[] {
@@ -61,6 +79,61 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
     }
   }
 
+  // The log level lives in the shared state: `nflb loglevel` changes it while we run.
+  // Every line the daemon logs also goes to the tracers that selected "log", whatever
+  // its level.
+  const hub = new TraceHub();
+  let levelState: StateFile = openState(options.name);
+  const say = (level: LogLevelName, message: string): void => {
+    log[level](message);
+    hub.log(level, message);
+  };
+  const stored = levelState.logLevel();
+  const validStored = stored >= LEVEL_VALUE.warning && stored <= LEVEL_VALUE.debug;
+  if (options.keepStoredLogLevel === true && validStored) log.level = stored;
+  else levelState.setLogLevel(log.level);
+  let levelPolls = 0;
+  const followLogLevel = () => {
+    // Once a second: a re-created state file (nflb delete + init) has its own level word.
+    if (++levelPolls % 10 === 0) {
+      try {
+        if (statSync(levelState.path).ino !== levelState.inode) {
+          const fresh = tryOpenState(options.name);
+          if (fresh) {
+            levelState.close();
+            levelState = fresh;
+            if (fresh.logLevel() < 0) fresh.setLogLevel(log.level);
+          }
+        }
+      } catch {
+        // deleted: keep the current level until it comes back
+      }
+    }
+    const level = levelState.logLevel();
+    if (level >= LEVEL_VALUE.warning && level <= LEVEL_VALUE.debug && level !== log.level) {
+      log.level = Math.max(log.level, LEVEL_VALUE.notice);
+      say("notice", `log level ${levelName(level)}`);
+      log.level = level;
+    }
+  };
+  const levelTimer = setInterval(followLogLevel, LOG_LEVEL_POLL_MS);
+  levelTimer.unref();
+
+  const control = new ControlServer({
+    socketPath: options.control?.socket,
+    tcp: options.control?.tcp,
+    hub,
+    log: say,
+    describe: () => ({ name: options.name, queues: configs.map((c) => c.queue.queue) }),
+  });
+  const tcp = options.control?.tcp;
+  if (tcp !== undefined && !isLoopbackHost(tcp.host)) {
+    say(
+      "warning",
+      `control endpoint on ${tcp.host}:${tcp.port} is not loopback: whoever reaches it can read the traces`,
+    );
+  }
+
   // What every worker shares; each adds its queue (and the fragment worker its table).
   const common = {
     name: options.name,
@@ -73,6 +146,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
   const configs: WorkerConfig[] = options.queues.map((queue) => ({
     ...common,
     queue: { ...options.queue, queue },
+    trace: { mask: hub.maskBuffer, ring: hub.addRing(queue) },
   }));
   if (options.fragments) {
     const { queue, ...fragments } = options.fragments;
@@ -80,7 +154,15 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
       ...common,
       queue: { ...options.queue, queue, copyRange: NFQ_MAX_COPY_RANGE },
       fragments,
+      trace: { mask: hub.maskBuffer, ring: hub.addRing(queue) },
     });
+  }
+  try {
+    await control.start();
+  } catch (err) {
+    clearInterval(levelTimer);
+    levelState.close();
+    throw err;
   }
   const queueList = configs.map((c) => c.queue.queue).join(",");
   const workers = new Map<number, Worker>();
@@ -103,26 +185,30 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
           case "ready":
             ready.add(message.queue);
             if (ready.size === configs.length) {
-              log.notice(
+              say(
+                "notice",
                 `load balancer "${options.name}" (M=${tableSize}, N=${maxTargets}) serving queue(s) ${queueList}`,
               );
             }
             break;
           case "error":
-            log.warning(`queue ${message.queue}: ${message.message}`);
+            say("warning", `queue ${message.queue}: ${message.message}`);
             failed = true;
             stop();
             break;
           case "log":
-            log[message.level](message.message);
+            say(message.level, message.message);
+            break;
+          case "trace":
+            hub.event(message.kind, message.record);
             break;
           case "stopped":
-            log.info(`queue ${message.queue}: stopped`);
+            say("info", `queue ${message.queue}: stopped`);
             break;
         }
       });
       worker.on("error", (err) => {
-        log.warning(`queue ${queue}: worker failed: ${err.message}`);
+        say("warning", `queue ${queue}: worker failed: ${err.message}`);
         failed = true;
         stop();
       });
@@ -140,7 +226,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
   }
 
   const onSignal = (signal: NodeJS.Signals) => {
-    log.notice(`${signal}: stopping`);
+    say("notice", `${signal}: stopping`);
     stop();
   };
   process.on("SIGTERM", onSignal);
@@ -148,6 +234,10 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
   await allStopped;
   process.off("SIGTERM", onSignal);
   process.off("SIGINT", onSignal);
-  if (log.level >= LEVEL_VALUE.info) log.info("all queues stopped");
+  if (log.level >= LEVEL_VALUE.info || hub.tracerCount > 0) say("info", "all queues stopped");
+  clearInterval(levelTimer);
+  hub.close();
+  await control.close();
+  levelState.close();
   return failed ? 1 : 0;
 }
