@@ -27,6 +27,12 @@ test("--help lists every command; each command has --help", () => {
     "flow-delete",
     "flow-list",
     "flow-list-names",
+    "loglevel",
+    "trace",
+    "trace-flow-set",
+    "trace-flow-delete",
+    "trace-flow-list",
+    "trace-flow-list-names",
   ]) {
     assert.match(r.stdout, new RegExp(`\\b${c}\\b`), `--help mentions ${c}`);
     const sub = run(c, "--help");
