@@ -1,9 +1,7 @@
-// loglevel, trace, trace-flow-set, trace-flow-delete, trace-flow-list, trace-flow-list-names:
-// seeing what a running daemon does, without stopping it.
+// loglevel, trace and the trace flows (registered with the flow commands' code): seeing
+// what a running daemon does, without stopping it.
 import type { Command } from "commander";
-import { FlowError, type FlowSpec, parseFlow } from "../flows/index.js";
 import { LEVEL_VALUE, LOG_LEVELS, levelName, parseLogLevel } from "../log/logger.js";
-import { readFlows, updateFlows } from "../state/flowstore.js";
 import { openState } from "../state/store.js";
 import {
   ControlError,
@@ -21,10 +19,8 @@ import {
 } from "../trace/kinds.js";
 import { controlSocketPath, parseHostPort } from "../trace/paths.js";
 import { traceRequestLine } from "../trace/protocol.js";
-import { action, addNameOption, CliError, printJson } from "./common.js";
-
-/** Trace flows reuse the flow syntax; their load balancer is this placeholder. */
-export const TRACE_FLOW_TARGET = "trace";
+import { action, addNameOption, CliError } from "./common.js";
+import { registerTraceFlowCommands } from "./flows.js";
 
 interface TraceOptions {
   name: string;
@@ -33,24 +29,6 @@ interface TraceOptions {
   json?: boolean;
   tcp?: string;
   socket?: string;
-}
-
-interface TraceFlowSetOptions {
-  name: string;
-  prio?: string;
-  protocols?: string;
-  dsts?: string;
-  srcs?: string;
-  dports?: string;
-  sports?: string;
-  match?: string;
-  udpencap?: string;
-}
-
-/** A trace flow as the user sees it: a flow without its placeholder target. */
-function shown(flow: FlowSpec): Omit<FlowSpec, "target"> {
-  const { target: _, ...rest } = flow;
-  return rest;
 }
 
 function traceMaskOf(opts: TraceOptions): number {
@@ -208,78 +186,5 @@ export function registerTraceCommands(program: Command): void {
     )
     .action(action((opts: TraceOptions) => runTrace(opts)));
 
-  program
-    .command("trace-flow-set")
-    .description(
-      "define (or replace) a trace flow: the packet trace prints the packets matching any trace flow",
-    )
-    .requiredOption("--name <flow>", "trace flow name ([A-Za-z0-9_.-], up to 64)")
-    .option("--prio <n>", "priority (orders the trace flows; the first match names the packet)")
-    .option("--protocols <list>", "tcp,udp,sctp (default: any protocol)")
-    .option("--dsts <cidrs>", "destination CIDRs, comma-separated (default: any)")
-    .option("--srcs <cidrs>", "source CIDRs, comma-separated (default: any)")
-    .option("--dports <ranges>", 'destination ports, e.g. "80,443,8000-8100"')
-    .option("--sports <ranges>", "source ports")
-    .option("--match <expr>", 'L4 byte matches, e.g. "tcp[13:1] & 0x02 = 0x02", comma-separated')
-    .option("--udpencap <port>", "UDP port of SCTP over UDP for this flow")
-    .action(
-      action((opts: TraceFlowSetOptions) => {
-        const flow = parseFlow({
-          name: opts.name,
-          target: TRACE_FLOW_TARGET,
-          priority: opts.prio,
-          protocols: opts.protocols,
-          dsts: opts.dsts,
-          srcs: opts.srcs,
-          dports: opts.dports,
-          sports: opts.sports,
-          match: opts.match,
-          udpencap: opts.udpencap,
-        });
-        updateFlows((flows) => [...flows.filter((f) => f.name !== flow.name), flow], "trace-flows");
-        process.stdout.write(`trace flow ${flow.name} (priority ${flow.priority})\n`);
-      }),
-    );
-
-  program
-    .command("trace-flow-delete")
-    .description("remove a trace flow")
-    .requiredOption("--name <flow>", "trace flow name")
-    .action(
-      action((opts: { name: string }) => {
-        updateFlows((flows) => {
-          if (!flows.some((f) => f.name === opts.name)) {
-            throw new FlowError(`no trace flow named "${opts.name}"`);
-          }
-          return flows.filter((f) => f.name !== opts.name);
-        }, "trace-flows");
-        process.stdout.write(`trace flow ${opts.name} deleted\n`);
-      }),
-    );
-
-  program
-    .command("trace-flow-list")
-    .description("the trace flows as JSON, highest priority first")
-    .option("--name <flow>", "only this trace flow")
-    .action(
-      action((opts: { name?: string }) => {
-        const flows = readFlows("trace-flows");
-        if (opts.name === undefined) {
-          printJson(flows.map(shown));
-          return;
-        }
-        const flow = flows.find((f) => f.name === opts.name);
-        if (!flow) throw new CliError(`no trace flow named "${opts.name}"`);
-        printJson(shown(flow));
-      }),
-    );
-
-  program
-    .command("trace-flow-list-names")
-    .description("the trace flow names, highest priority first")
-    .action(
-      action(() => {
-        for (const f of readFlows("trace-flows")) process.stdout.write(`${f.name}\n`);
-      }),
-    );
+  registerTraceFlowCommands(program);
 }
