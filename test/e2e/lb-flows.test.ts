@@ -75,6 +75,23 @@ describe("flows: several services on one daemon", { skip }, () => {
   after(() => f?.close());
 
   const client = () => f.topology.client;
+  /** A flow above "api" that sends VIP:8081 to the "other" load balancer (t2). */
+  const moveApi = () =>
+    f.nflb(
+      "flow-set",
+      "--name",
+      "api-moved",
+      "--target",
+      "other",
+      "--protocols",
+      "tcp",
+      "--dsts",
+      VIP,
+      "--dports",
+      "8081",
+      "--prio",
+      "20",
+    );
   let nextPort = 20000;
   async function spread(
     host: string,
@@ -94,21 +111,7 @@ describe("flows: several services on one daemon", { skip }, () => {
   });
 
   test("overlapping flows: the higher priority wins; deleting it restores the other", async () => {
-    f.nflb(
-      "flow-set",
-      "--name",
-      "api-moved",
-      "--target",
-      "other",
-      "--protocols",
-      "tcp",
-      "--dsts",
-      VIP,
-      "--dports",
-      "8081",
-      "--prio",
-      "20",
-    );
+    moveApi();
     assert.deepEqual(await spread(VIP, 8081, 10), { t2: 10 });
     f.nflb("flow-delete", "--name", "api-moved");
     assert.deepEqual(await spread(VIP, 8081, 10), { t3: 10 });
@@ -147,21 +150,7 @@ describe("flows: several services on one daemon", { skip }, () => {
     });
     nextPort += 120;
     for (let i = 0; i < 6; i++) {
-      f.nflb(
-        "flow-set",
-        "--name",
-        "api-moved",
-        "--target",
-        "other",
-        "--protocols",
-        "tcp",
-        "--dsts",
-        VIP,
-        "--dports",
-        "8081",
-        "--prio",
-        "20",
-      );
+      moveApi();
       await new Promise((r) => setTimeout(r, 30));
       f.nflb("flow-delete", "--name", "api-moved");
       await new Promise((r) => setTimeout(r, 30));
