@@ -13,6 +13,7 @@ import {
   openState,
   type StateFile,
   statePath,
+  type TargetSlot,
 } from "../state/store.js";
 import { action, addNameOption, CliError, fwmarkArg, intArg, printJson } from "./common.js";
 
@@ -66,6 +67,21 @@ function printState(d: ReturnType<typeof describeState>): void {
   lines.push(`  table[0..${d.table.length - 1}]: ${d.table.map((f) => f || "-").join(" ")}`);
   lines.push(`  table sha256: ${d.tableDigest}`);
   process.stdout.write(`${lines.join("\n")}\n`);
+}
+
+/** Publishes a change of a load balancer's targets and says which generation it made. */
+function changeTargets(
+  name: string,
+  change: (targets: TargetSlot[], maxTargets: number) => void,
+): void {
+  const state = openState(name);
+  try {
+    const snap = state.update((targets) => change(targets, state.config.maxTargets));
+    const active = snap.targets.filter((t) => t.active).length;
+    process.stdout.write(`generation ${snap.generation}: ${active} active targets\n`);
+  } finally {
+    state.close();
+  }
 }
 
 function collectFwmarks(values: string[]): number[] {
@@ -157,17 +173,9 @@ export function registerStateCommands(program: Command): void {
     .action(
       action((fwmarks: string[], opts: { name: string; weight: number }) => {
         const marks = collectFwmarks(fwmarks);
-        const state = openState(opts.name);
-        try {
-          const snap = state.update((targets) =>
-            activateTargets(targets, marks, opts.weight, state.config.maxTargets),
-          );
-          process.stdout.write(
-            `generation ${snap.generation}: ${snap.targets.filter((t) => t.active).length} active targets\n`,
-          );
-        } finally {
-          state.close();
-        }
+        changeTargets(opts.name, (targets, maxTargets) =>
+          activateTargets(targets, marks, opts.weight, maxTargets),
+        );
       }),
     );
 
@@ -179,15 +187,7 @@ export function registerStateCommands(program: Command): void {
   ).action(
     action((fwmarks: string[], opts: { name: string }) => {
       const marks = collectFwmarks(fwmarks);
-      const state = openState(opts.name);
-      try {
-        const snap = state.update((targets) => deactivateTargets(targets, marks));
-        process.stdout.write(
-          `generation ${snap.generation}: ${snap.targets.filter((t) => t.active).length} active targets\n`,
-        );
-      } finally {
-        state.close();
-      }
+      changeTargets(opts.name, (targets) => deactivateTargets(targets, marks));
     }),
   );
 
