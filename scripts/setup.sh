@@ -6,11 +6,11 @@ cd "$(dirname "$0")/.."
 
 log() { printf 'setup: %s\n' "$*"; }
 
-# command -> Debian package
+# command -> Debian package (bird2: BGP announcement; chromium: the dashboard's browser tests)
 declare -A packages=(
   [ip]=iproute2 [nft]=nftables [iptables-nft]=iptables [conntrack]=conntrack
   [tcpdump]=tcpdump [make]=make [g++]=g++ [python3]=python3 [sysctl]=procps
-  [ping]=iputils-ping [setpriv]=util-linux
+  [ping]=iputils-ping [setpriv]=util-linux [bird]=bird2 [chromium]=chromium
 )
 missing=()
 for cmd in "${!packages[@]}"; do
