@@ -27,6 +27,7 @@
 //        ports (later fragments carry none), so the daemon applies --ports itself.
 export { readSetupDetails, readSetupRecord, setup, teardown } from "./apply.js";
 export { readCounters } from "./counters.js";
+export { operation, parseOperationFault } from "./faults.js";
 export type { SetupRecord } from "./record.js";
 export { listRecords as listSetups, runDir } from "./record.js";
 export {
@@ -41,7 +42,9 @@ export {
 export {
   type FaultPoint,
   FRAGMENT_MARK,
+  type OperationFault,
   type RuleCounter,
+  type SetupCompanion,
   type SetupCounters,
   SetupError,
   type SetupFragments,
@@ -51,5 +54,6 @@ export {
   type SetupSpec,
   type SetupTarget,
   type SetupTierPeer,
+  type TeardownOptions,
 } from "./types.js";
 export { normalizeSpec, parsePorts, validateSpec, validTunName } from "./validate.js";

@@ -3,7 +3,10 @@
 // records live in a directory per namespace, named after the inode of its nsfs file.
 import {
   closeSync,
+  constants,
+  fstatSync,
   fsyncSync,
+  ftruncateSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -12,11 +15,12 @@ import {
   rmdirSync,
   rmSync,
   statSync,
-  unlinkSync,
   writeSync,
 } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { LOCK_EX, LOCK_NB, LOCK_UN, loadAddon } from "../native/addon.js";
+import { operation } from "./faults.js";
 import type { Plan } from "./render.js";
 import { SetupError, type SetupSpec } from "./types.js";
 import { NAME_PATTERN } from "./validate.js";
@@ -59,17 +63,25 @@ export function recordPath(name: string): string {
   return join(netnsDir(), `${name}.setup.json`);
 }
 
+const TMP_MARK = ".tmp-";
+
 function writeAtomic(path: string, text: string): void {
-  mkdirSync(join(path, ".."), { recursive: true, mode: 0o755 });
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, "w", 0o644);
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
+  operation(`write ${basename(path)}`, () => {
+    mkdirSync(join(path, ".."), { recursive: true, mode: 0o755 });
+    const tmp = `${path}${TMP_MARK}${process.pid}`;
+    const fd = openSync(tmp, "w", 0o644);
+    try {
+      writeSync(fd, text);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  });
+}
+
+function removeFile(path: string): void {
+  operation(`remove ${basename(path)}`, () => rmSync(path, { force: true }));
 }
 
 function readJson<T>(path: string): T | undefined {
@@ -102,7 +114,7 @@ export function writeRecord(rec: SetupRecord): void {
 }
 
 export function removeRecord(name: string): void {
-  rmSync(recordPath(name), { force: true });
+  removeFile(recordPath(name));
 }
 
 /** Names with a record in this network namespace. */
@@ -127,66 +139,78 @@ export function readOwnership(): BuiltinOwnership {
 
 export function writeOwnership(o: BuiltinOwnership): void {
   const path = join(netnsDir(), OWNERSHIP_FILE);
-  if (o.chains.length === 0 && o.tables.length === 0) rmSync(path, { force: true });
+  if (o.chains.length === 0 && o.tables.length === 0) removeFile(path);
   else writeAtomic(path, `${JSON.stringify(o, null, 2)}\n`);
 }
 
-function alive(pid: number): boolean {
+/** Whether the open file `fd` is still the file at `path` (not removed or replaced). */
+function stillAt(fd: number, path: string): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
+    return statSync(path).ino === fstatSync(fd).ino;
+  } catch {
+    return false;
+  }
+}
+
+/** Half-written files of a process that died while holding the lock (all writes hold it). */
+function removeTemporaries(dir: string): void {
+  for (const f of readdirSync(dir)) {
+    if (f.includes(TMP_MARK)) rmSync(join(dir, f), { force: true });
   }
 }
 
 /**
  * Serialises setups and teardowns of one network namespace (they share the builtin
- * chains and the ownership file). A lock left by a dead process is taken over.
+ * chains and the ownership file). An flock: the kernel releases it when its holder dies,
+ * however it dies. The lock file (and the directory, once empty) goes when released, so
+ * namespaces that come and go leave nothing under /run; a waiter that then holds a lock on
+ * the removed file notices and locks the new one.
  */
 export async function withNetnsLock<T>(fn: () => T | Promise<T>, timeoutMs = 15_000): Promise<T> {
+  const addon = loadAddon();
   const dir = netnsDir();
-  mkdirSync(dir, { recursive: true, mode: 0o755 });
   const lock = join(dir, ".lock");
   const deadline = Date.now() + timeoutMs;
+  let fd: number;
   for (;;) {
+    mkdirSync(dir, { recursive: true, mode: 0o755 });
     try {
-      const fd = openSync(lock, "wx", 0o644);
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
-      break;
+      fd = openSync(lock, constants.O_RDWR | constants.O_CREAT, 0o644);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === "ENOENT") {
-        // Another process removed the (empty) directory just now.
-        mkdirSync(dir, { recursive: true, mode: 0o755 });
-        continue;
-      }
-      if (code !== "EEXIST") throw err;
-      let owner = Number.NaN;
-      try {
-        owner = Number(readFileSync(lock, "utf8"));
-      } catch {
-        continue; // released meanwhile
-      }
-      if (Number.isInteger(owner) && owner > 0 && !alive(owner)) {
-        try {
-          unlinkSync(lock);
-        } catch {
-          // someone else took it over first
-        }
-        continue;
-      }
-      if (Date.now() > deadline) {
-        throw new SetupError(`another nflb setup/teardown (pid ${owner}) holds ${lock}`);
-      }
-      await sleep(50);
+      // Another process removed the (empty) directory just now.
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") continue;
+      throw err;
     }
+    const rc = addon.flock(fd, LOCK_EX | LOCK_NB);
+    if (rc === 0 && stillAt(fd, lock)) break;
+    if (rc === 0) addon.flock(fd, LOCK_UN);
+    closeSync(fd);
+    if (rc === 0) continue;
+    if (rc !== -addon.errno.EWOULDBLOCK && rc !== -addon.errno.EINTR) {
+      throw new SetupError(`cannot lock ${lock}: ${addon.strerror(rc)}`);
+    }
+    if (Date.now() > deadline) {
+      let owner = "";
+      try {
+        owner = readFileSync(lock, "utf8").trim();
+      } catch {
+        // released meanwhile
+      }
+      throw new SetupError(
+        `another nflb setup/teardown${owner ? ` (pid ${owner})` : ""} holds ${lock}`,
+      );
+    }
+    await sleep(50);
   }
   try {
+    // For the message of a waiting process only.
+    ftruncateSync(fd, 0);
+    writeSync(fd, String(process.pid), 0);
+    removeTemporaries(dir);
     return await fn();
   } finally {
     rmSync(lock, { force: true });
+    closeSync(fd);
     try {
       rmdirSync(dir); // only when no record is left: test namespaces come and go
     } catch {
