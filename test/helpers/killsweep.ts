@@ -1,0 +1,368 @@
+// Kill sweeps: `nflb setup` / `nflb teardown` killed by SIGKILL at every operation
+// boundary (or at swept times), then `nflb teardown`; the namespace must then be exactly
+// as before the setup. Shared by the e2e tests and scripts/kill-sweep.ts.
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { CLI } from "./cli.js";
+import { link, type Netns, type Topology } from "./netns.js";
+import { ruleSnapshot } from "./rulesnap.js";
+
+export interface KillMode {
+  label: string;
+  /** `nflb setup` arguments after `--name`. */
+  args: string[];
+}
+
+const TARGETS4 = [
+  "--target",
+  "1=10.100.0.21",
+  "--target",
+  "2=10.100.0.22@2",
+  "--target",
+  "3=10.100.0.23",
+];
+
+/** The setup modes swept: every mode of the rules, with the options that add objects. */
+export const KILL_MODES: Record<string, KillMode> = {
+  nat: {
+    label: "nat",
+    args: [
+      "--mode",
+      "nat",
+      "--vip",
+      "10.200.0.1",
+      "--proto",
+      "tcp,udp",
+      "--ports",
+      "80,443",
+      ...TARGETS4,
+    ],
+  },
+  synOnly: {
+    label: "nat --syn-only --snat",
+    args: [
+      "--mode",
+      "nat",
+      "--syn-only",
+      "--snat",
+      "--queue",
+      "2:3",
+      "--vip",
+      "10.200.0.1",
+      ...TARGETS4,
+    ],
+  },
+  statistic: {
+    label: "statistic",
+    args: ["--mode", "statistic", "--statistic", "random", "--vip", "10.200.0.1", ...TARGETS4],
+  },
+  dsr: {
+    label: "dsr",
+    args: ["--mode", "dsr", "--vip", "10.200.0.1", ...TARGETS4],
+  },
+  dsrFragments: {
+    label: "dsr --fragments --tier-peer",
+    args: [
+      "--mode",
+      "dsr",
+      "--fragments",
+      "--proto",
+      "udp",
+      "--vip",
+      "10.200.0.1",
+      ...TARGETS4,
+      "--tier-peer",
+      "102=10.100.0.3",
+    ],
+  },
+  dsr6: {
+    label: "dsr IPv6",
+    args: [
+      "--mode",
+      "dsr",
+      "--vip",
+      "fd00:200::1",
+      "--target",
+      "1=fd00:100::21",
+      "--target",
+      "2=fd00:100::22",
+    ],
+  },
+};
+
+/**
+ * A namespace to set up in, linked to a peer namespace (the dsr targets' network:
+ * 10.100.0.0/24, fd00:100::/64), quiet: no duplicate address detection, its link-local
+ * routes in place, so that snapshots differ only by what setup does.
+ */
+export async function sweepNamespace(topo: Topology, role: string): Promise<Netns> {
+  const lb = topo.add(role);
+  const peer = topo.add(`${role}p`);
+  for (const ns of [lb, peer]) {
+    ns.sysctl("net.ipv6.conf.all.accept_dad", "0");
+    ns.sysctl("net.ipv6.conf.default.accept_dad", "0");
+  }
+  link(lb, "eth0", ["10.100.0.1/24", "fd00:100::1/64"], peer, "eth0", [
+    "10.100.0.2/24",
+    "fd00:100::2/64",
+  ]);
+  // A router, as a load balancer is (no warnings about forwarding or routes to the VIPs).
+  lb.sysctl("net.ipv4.ip_forward", "1");
+  lb.sysctl("net.ipv6.conf.all.forwarding", "1");
+  lb.exec("ip", ["route", "add", "default", "via", "10.100.0.2"]);
+  lb.exec("ip", ["-6", "route", "add", "default", "via", "fd00:100::2"]);
+  let last = "";
+  for (let i = 0; i < 100; i++) {
+    const now = ruleSnapshot(lb);
+    if (now === last && now.includes("fe80::")) return lb;
+    last = now;
+    await sleep(100);
+  }
+  throw new Error(`namespace ${lb.name} did not settle`);
+}
+
+export interface CliRun {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Waits until no process of the group `pgid` is left (tools a killed command started). */
+async function groupGone(pgid: number): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    try {
+      process.kill(-pgid, 0);
+    } catch {
+      return;
+    }
+    await sleep(10);
+  }
+  throw new Error(`processes of group ${pgid} still running after 5 s`);
+}
+
+/**
+ * Runs `nflb ARGS` in `ns` in a process group of its own; `killAfterMs` sends SIGKILL to
+ * nflb (only to it, as a crash would) that long after the start. Resolves once nflb and
+ * every tool it started have ended.
+ */
+export function runCli(
+  ns: Netns,
+  args: readonly string[],
+  env: Record<string, string>,
+  killAfterMs?: number,
+): Promise<CliRun> {
+  const child: ChildProcess = ns.spawn(process.execPath, [CLI, ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
+    detached: true,
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.setEncoding("utf8").on("data", (d: string) => {
+    stdout += d;
+  });
+  child.stderr?.setEncoding("utf8").on("data", (d: string) => {
+    stderr += d;
+  });
+  const timer =
+    killAfterMs === undefined ? undefined : setTimeout(() => child.kill("SIGKILL"), killAfterMs);
+  return new Promise((resolve, reject) => {
+    child.once("error", reject);
+    child.once("close", (status, signal) => {
+      clearTimeout(timer);
+      groupGone(child.pid as number).then(
+        () => resolve({ status, signal, stdout, stderr }),
+        reject,
+      );
+    });
+  });
+}
+
+export interface SweepOutcome {
+  /** Kills that struck (the command died by SIGKILL). */
+  kills: number;
+  /** Per outcome, how many kills ended so: see classify(). */
+  outcomes: Record<string, number>;
+  /** Operations of the command (kills at every boundary: operations + 1). */
+  operations: number;
+  /** Kills after which the namespace differed from before: label and the difference. */
+  failures: string[];
+}
+
+function count(o: SweepOutcome, key: string): void {
+  o.outcomes[key] = (o.outcomes[key] ?? 0) + 1;
+}
+
+/** The lines of `after` that are not in `before` and the other way round. */
+export function lineDiff(before: string, after: string): string {
+  const a = new Set(before.split("\n"));
+  const b = new Set(after.split("\n"));
+  return [
+    ...[...a].filter((l) => !b.has(l)).map((l) => `- ${l}`),
+    ...[...b].filter((l) => !a.has(l)).map((l) => `+ ${l}`),
+  ].join("\n");
+}
+
+/** A private state directory for one sweep. */
+export function sweepStateDir(): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), "nflb-sweep-"));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+interface SweepArgs {
+  ns: Netns;
+  name: string;
+  mode: KillMode;
+  stateDir: string;
+  /** Set up (fully) before each killed setup: the kill then hits a replacing setup. */
+  earlier?: KillMode;
+}
+
+const FAULTS = (k: number) => (k === 0 ? "kill-before:1" : `kill-after:${k}`);
+
+/** Removes the rules and the state, so that every kill starts from the same place. */
+async function reset(a: SweepArgs, env: Record<string, string>): Promise<void> {
+  const down = await runCli(a.ns, ["teardown", "--name", a.name], env);
+  if (down.status !== 0) throw new Error(`teardown failed: ${down.stderr}`);
+  // The state stays after teardown by design: removed here, with any half-written file
+  // a killed `init` left.
+  for (const f of readdirSync(a.stateDir)) rmSync(join(a.stateDir, f), { force: true });
+}
+
+async function setUp(a: SweepArgs, mode: KillMode, env: Record<string, string>): Promise<void> {
+  const r = await runCli(a.ns, ["setup", "--name", a.name, ...mode.args], env);
+  if (r.status !== 0) throw new Error(`setup ${mode.label} failed: ${r.stderr}`);
+}
+
+/**
+ * `nflb setup` killed at every operation boundary (before the first operation, after each
+ * one), each time followed by `nflb teardown`: the namespace must be exactly `clean`.
+ */
+export async function sweepSetupKills(a: SweepArgs): Promise<SweepOutcome> {
+  const env = { NFLB_STATE_DIR: a.stateDir };
+  const clean = ruleSnapshot(a.ns);
+  const out: SweepOutcome = { kills: 0, outcomes: {}, operations: 0, failures: [] };
+  for (let k = 0; ; k++) {
+    if (a.earlier) await setUp(a, a.earlier, env);
+    const r = await runCli(a.ns, ["setup", "--name", a.name, ...a.mode.args], {
+      ...env,
+      NFLB_TEST_FAULT: FAULTS(k),
+    });
+    if (r.signal !== "SIGKILL") {
+      if (r.status !== 0) throw new Error(`setup failed at ${FAULTS(k)}: ${r.stderr}`);
+      out.operations = k;
+      await reset(a, env);
+      break;
+    }
+    out.kills++;
+    const down = await runCli(a.ns, ["teardown", "--name", a.name], env);
+    const after = ruleSnapshot(a.ns);
+    if (down.status !== 0 || after !== clean) {
+      out.failures.push(`${FAULTS(k)}: ${down.stderr.trim()}\n${lineDiff(clean, after)}`);
+      count(out, "LEFT CHANGES");
+      await reset(a, env);
+      continue;
+    }
+    count(
+      out,
+      down.stdout.includes("rules removed") ? "teardown removed, clean" : "nothing recorded, clean",
+    );
+    await reset(a, env);
+  }
+  return out;
+}
+
+/** `nflb teardown` killed at every operation boundary, then run again: back to `clean`. */
+export async function sweepTeardownKills(a: SweepArgs): Promise<SweepOutcome> {
+  const env = { NFLB_STATE_DIR: a.stateDir };
+  const clean = ruleSnapshot(a.ns);
+  const out: SweepOutcome = { kills: 0, outcomes: {}, operations: 0, failures: [] };
+  for (let k = 0; ; k++) {
+    await setUp(a, a.mode, env);
+    const r = await runCli(a.ns, ["teardown", "--name", a.name], {
+      ...env,
+      NFLB_TEST_FAULT: FAULTS(k),
+    });
+    if (r.signal !== "SIGKILL") {
+      if (r.status !== 0) throw new Error(`teardown failed at ${FAULTS(k)}: ${r.stderr}`);
+      out.operations = k;
+      await reset(a, env);
+      break;
+    }
+    out.kills++;
+    const again = await runCli(a.ns, ["teardown", "--name", a.name], env);
+    const after = ruleSnapshot(a.ns);
+    if (again.status !== 0 || after !== clean) {
+      out.failures.push(`${FAULTS(k)}: ${again.stderr.trim()}\n${lineDiff(clean, after)}`);
+      count(out, "LEFT CHANGES");
+    } else {
+      count(
+        out,
+        again.stdout.includes("rules removed")
+          ? "second teardown removed, clean"
+          : "nothing left, clean",
+      );
+    }
+    await reset(a, env);
+  }
+  return out;
+}
+
+/**
+ * `nflb setup` killed `stepMs` apart over its whole run time (measured first), each kill
+ * followed by `nflb teardown`; kills landing after the command ended count as "completed".
+ */
+export async function sweepSetupKillTimes(
+  a: SweepArgs,
+  stepMs: number,
+  log: (line: string) => void = () => {},
+): Promise<SweepOutcome & { durationMs: number }> {
+  const env = { NFLB_STATE_DIR: a.stateDir };
+  const clean = ruleSnapshot(a.ns);
+  const runs: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const t0 = performance.now();
+    await setUp(a, a.mode, env);
+    runs.push(performance.now() - t0);
+    await reset(a, env);
+  }
+  const durationMs = Math.round(runs.sort((x, y) => x - y)[1]);
+  const out = {
+    kills: 0,
+    outcomes: {},
+    operations: 0,
+    failures: [],
+    durationMs,
+  } as SweepOutcome & {
+    durationMs: number;
+  };
+  for (let t = 0; t <= durationMs * 1.2; t += stepMs) {
+    const r = await runCli(a.ns, ["setup", "--name", a.name, ...a.mode.args], env, t);
+    if (r.signal !== "SIGKILL") {
+      count(out, "completed before the kill");
+      await reset(a, env);
+      continue;
+    }
+    out.kills++;
+    const down = await runCli(a.ns, ["teardown", "--name", a.name], env);
+    const after = ruleSnapshot(a.ns);
+    if (down.status !== 0 || after !== clean) {
+      out.failures.push(`${t} ms: ${down.stderr.trim()}\n${lineDiff(clean, after)}`);
+      count(out, "LEFT CHANGES");
+      log(`${a.mode.label} ${t} ms: LEFT CHANGES`);
+    } else {
+      count(
+        out,
+        down.stdout.includes("rules removed")
+          ? "teardown removed, clean"
+          : "nothing recorded, clean",
+      );
+    }
+    await reset(a, env);
+  }
+  return out;
+}
