@@ -1,6 +1,7 @@
 // Kill sweeps: `nflb setup` / `nflb teardown` killed by SIGKILL at every operation
 // boundary (or at swept times), then `nflb teardown`; the namespace must then be exactly
 // as before the setup. Shared by the e2e tests and scripts/kill-sweep.ts.
+import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -8,6 +9,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CLI } from "./cli.js";
 import { link, type Netns, type Topology } from "./netns.js";
+import { builtModule, NetnsDriver } from "./nsdriver.js";
 import { ruleSnapshot } from "./rulesnap.js";
 
 export interface KillMode {
@@ -207,14 +209,41 @@ export function lineDiff(before: string, after: string): string {
   ].join("\n");
 }
 
+export interface SweepBed {
+  ns: Netns;
+  driver: NetnsDriver;
+  stateDir: string;
+}
+
+/** A sweep namespace with its own state directory and a driver in it. */
+export async function sweepBed(
+  topo: Topology,
+  role: string,
+): Promise<SweepBed & { close(): void }> {
+  const ns = await sweepNamespace(topo, role);
+  const state = sweepStateDir();
+  const driver = new NetnsDriver(ns, { NFLB_STATE_DIR: state.dir });
+  return {
+    ns,
+    driver,
+    stateDir: state.dir,
+    close: () => {
+      driver.close();
+      state.cleanup();
+    },
+  };
+}
+
 /** A private state directory for one sweep. */
 export function sweepStateDir(): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), "nflb-sweep-"));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-interface SweepArgs {
+export interface SweepArgs {
   ns: Netns;
+  /** A driver in `ns` (NFLB_STATE_DIR = stateDir): the teardowns after the kills. */
+  driver: NetnsDriver;
   name: string;
   mode: KillMode;
   stateDir: string;
@@ -222,56 +251,94 @@ interface SweepArgs {
   earlier?: KillMode;
 }
 
-const FAULTS = (k: number) => (k === 0 ? "kill-before:1" : `kill-after:${k}`);
+const PROVISION = builtModule("src/service/provision.js");
+const FAULT = (k: number) => (k === 0 ? "kill-before:1" : `kill-after:${k}`);
 
-/** Removes the rules and the state, so that every kill starts from the same place. */
-async function reset(a: SweepArgs, env: Record<string, string>): Promise<void> {
-  const down = await runCli(a.ns, ["teardown", "--name", a.name], env);
-  if (down.status !== 0) throw new Error(`teardown failed: ${down.stderr}`);
-  // The state stays after teardown by design: removed here, with any half-written file
-  // a killed `init` left.
-  for (const f of readdirSync(a.stateDir)) rmSync(join(a.stateDir, f), { force: true });
+/**
+ * `nflb teardown`, as the user runs it after a crash: the same removeService() as the
+ * command, called through the driver (a node start-up per kill is what makes sweeps slow).
+ */
+async function teardown(a: SweepArgs): Promise<{ removed: boolean; error?: string }> {
+  const r = await a.driver.call<{ rules: boolean }>(PROVISION, "removeService", a.name, {});
+  return r.ok ? { removed: r.result.rules } : { removed: false, error: r.error };
 }
 
-async function setUp(a: SweepArgs, mode: KillMode, env: Record<string, string>): Promise<void> {
-  const r = await runCli(a.ns, ["setup", "--name", a.name, ...mode.args], env);
+/** Removes the rules and the state, so that every kill starts from the same place. */
+async function reset(a: SweepArgs): Promise<void> {
+  const r = await teardown(a);
+  if (r.error) throw new Error(`teardown failed: ${r.error}`);
+  // The state stays after teardown by design: removed here, with any half-written file
+  // a killed `init` left.
+  for (const f of readdirSync(a.stateDir)) {
+    if (f === a.name || f.startsWith(`${a.name}.`)) rmSync(join(a.stateDir, f), { force: true });
+  }
+}
+
+const NETFILTER = builtModule("src/netfilter/index.js");
+const recordedSpecs = new Map<string, unknown>();
+
+/**
+ * `nflb setup` of `mode`, fully. The first time by the command itself; later through the
+ * driver with the spec the command recorded (the same provisioning, without a start-up).
+ */
+async function setUp(a: SweepArgs, mode: KillMode): Promise<void> {
+  const key = `${a.name}\0${mode.args.join(" ")}`;
+  const spec = recordedSpecs.get(key);
+  if (spec) {
+    await a.driver.must(PROVISION, "provisionService", { setup: spec }, {});
+    return;
+  }
+  const r = await runCli(a.ns, ["setup", "--name", a.name, ...mode.args], {
+    NFLB_STATE_DIR: a.stateDir,
+  });
   if (r.status !== 0) throw new Error(`setup ${mode.label} failed: ${r.stderr}`);
+  recordedSpecs.set(key, await a.driver.must(NETFILTER, "readSetupRecord", a.name));
+}
+
+/** The outcome of one kill, from the namespace after it and after the teardown. */
+async function recover(
+  a: SweepArgs,
+  clean: string,
+  label: string,
+  out: SweepOutcome,
+  names: [recovered: string, untouched: string],
+): Promise<void> {
+  out.kills++;
+  if (ruleSnapshot(a.ns) === clean) {
+    // Killed before its first change (and before the record): nothing to tear down.
+    count(out, names[1]);
+    return;
+  }
+  const down = await teardown(a);
+  const after = ruleSnapshot(a.ns);
+  if (down.error || after !== clean) {
+    out.failures.push(`${label}: ${down.error ?? ""}\n${lineDiff(clean, after)}`);
+    count(out, "LEFT CHANGES");
+  } else count(out, down.removed ? names[0] : "no record, teardown cleared the lock");
 }
 
 /**
  * `nflb setup` killed at every operation boundary (before the first operation, after each
- * one), each time followed by `nflb teardown`: the namespace must be exactly `clean`.
+ * one), each time followed by a teardown: the namespace must be exactly `clean`.
  */
 export async function sweepSetupKills(a: SweepArgs): Promise<SweepOutcome> {
   const env = { NFLB_STATE_DIR: a.stateDir };
   const clean = ruleSnapshot(a.ns);
   const out: SweepOutcome = { kills: 0, outcomes: {}, operations: 0, failures: [] };
   for (let k = 0; ; k++) {
-    if (a.earlier) await setUp(a, a.earlier, env);
+    if (a.earlier) await setUp(a, a.earlier);
     const r = await runCli(a.ns, ["setup", "--name", a.name, ...a.mode.args], {
       ...env,
-      NFLB_TEST_FAULT: FAULTS(k),
+      NFLB_TEST_FAULT: FAULT(k),
     });
     if (r.signal !== "SIGKILL") {
-      if (r.status !== 0) throw new Error(`setup failed at ${FAULTS(k)}: ${r.stderr}`);
-      out.operations = k;
-      await reset(a, env);
+      if (r.status !== 0) throw new Error(`setup failed at ${FAULT(k)}: ${r.stderr}`);
+      out.operations = k - 1;
+      await reset(a);
       break;
     }
-    out.kills++;
-    const down = await runCli(a.ns, ["teardown", "--name", a.name], env);
-    const after = ruleSnapshot(a.ns);
-    if (down.status !== 0 || after !== clean) {
-      out.failures.push(`${FAULTS(k)}: ${down.stderr.trim()}\n${lineDiff(clean, after)}`);
-      count(out, "LEFT CHANGES");
-      await reset(a, env);
-      continue;
-    }
-    count(
-      out,
-      down.stdout.includes("rules removed") ? "teardown removed, clean" : "nothing recorded, clean",
-    );
-    await reset(a, env);
+    await recover(a, clean, FAULT(k), out, ["teardown removed all", "nothing changed yet"]);
+    await reset(a);
   }
   return out;
 }
@@ -282,87 +349,101 @@ export async function sweepTeardownKills(a: SweepArgs): Promise<SweepOutcome> {
   const clean = ruleSnapshot(a.ns);
   const out: SweepOutcome = { kills: 0, outcomes: {}, operations: 0, failures: [] };
   for (let k = 0; ; k++) {
-    await setUp(a, a.mode, env);
+    await setUp(a, a.mode);
     const r = await runCli(a.ns, ["teardown", "--name", a.name], {
       ...env,
-      NFLB_TEST_FAULT: FAULTS(k),
+      NFLB_TEST_FAULT: FAULT(k),
     });
     if (r.signal !== "SIGKILL") {
-      if (r.status !== 0) throw new Error(`teardown failed at ${FAULTS(k)}: ${r.stderr}`);
-      out.operations = k;
-      await reset(a, env);
+      if (r.status !== 0) throw new Error(`teardown failed at ${FAULT(k)}: ${r.stderr}`);
+      out.operations = k - 1;
+      await reset(a);
       break;
     }
-    out.kills++;
-    const again = await runCli(a.ns, ["teardown", "--name", a.name], env);
-    const after = ruleSnapshot(a.ns);
-    if (again.status !== 0 || after !== clean) {
-      out.failures.push(`${FAULTS(k)}: ${again.stderr.trim()}\n${lineDiff(clean, after)}`);
-      count(out, "LEFT CHANGES");
-    } else {
-      count(
-        out,
-        again.stdout.includes("rules removed")
-          ? "second teardown removed, clean"
-          : "nothing left, clean",
-      );
-    }
-    await reset(a, env);
+    await recover(a, clean, FAULT(k), out, ["second teardown removed the rest", "all removed"]);
+    await reset(a);
   }
   return out;
 }
 
 /**
  * `nflb setup` killed `stepMs` apart over its whole run time (measured first), each kill
- * followed by `nflb teardown`; kills landing after the command ended count as "completed".
+ * followed by a teardown; kills landing after the command ended count as "completed".
  */
 export async function sweepSetupKillTimes(
   a: SweepArgs,
   stepMs: number,
-  log: (line: string) => void = () => {},
 ): Promise<SweepOutcome & { durationMs: number }> {
   const env = { NFLB_STATE_DIR: a.stateDir };
   const clean = ruleSnapshot(a.ns);
   const runs: number[] = [];
   for (let i = 0; i < 3; i++) {
     const t0 = performance.now();
-    await setUp(a, a.mode, env);
+    await setUp(a, a.mode);
     runs.push(performance.now() - t0);
-    await reset(a, env);
+    await reset(a);
   }
   const durationMs = Math.round(runs.sort((x, y) => x - y)[1]);
-  const out = {
+  const out: SweepOutcome & { durationMs: number } = {
     kills: 0,
     outcomes: {},
     operations: 0,
     failures: [],
     durationMs,
-  } as SweepOutcome & {
-    durationMs: number;
   };
   for (let t = 0; t <= durationMs * 1.2; t += stepMs) {
     const r = await runCli(a.ns, ["setup", "--name", a.name, ...a.mode.args], env, t);
-    if (r.signal !== "SIGKILL") {
-      count(out, "completed before the kill");
-      await reset(a, env);
-      continue;
-    }
-    out.kills++;
-    const down = await runCli(a.ns, ["teardown", "--name", a.name], env);
-    const after = ruleSnapshot(a.ns);
-    if (down.status !== 0 || after !== clean) {
-      out.failures.push(`${t} ms: ${down.stderr.trim()}\n${lineDiff(clean, after)}`);
-      count(out, "LEFT CHANGES");
-      log(`${a.mode.label} ${t} ms: LEFT CHANGES`);
-    } else {
-      count(
-        out,
-        down.stdout.includes("rules removed")
-          ? "teardown removed, clean"
-          : "nothing recorded, clean",
-      );
-    }
-    await reset(a, env);
+    if (r.signal !== "SIGKILL") count(out, "completed before the kill");
+    else await recover(a, clean, `${t} ms`, out, ["teardown removed all", "nothing changed yet"]);
+    await reset(a);
   }
   return out;
+}
+
+/** `nflb teardown` killed `stepMs` apart over its whole run time, then run again. */
+export async function sweepTeardownKillTimes(
+  a: SweepArgs,
+  stepMs: number,
+): Promise<SweepOutcome & { durationMs: number }> {
+  const env = { NFLB_STATE_DIR: a.stateDir };
+  const clean = ruleSnapshot(a.ns);
+  const runs: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    await setUp(a, a.mode);
+    const t0 = performance.now();
+    await runCli(a.ns, ["teardown", "--name", a.name], env);
+    runs.push(performance.now() - t0);
+    await reset(a);
+  }
+  const durationMs = Math.round(runs.sort((x, y) => x - y)[1]);
+  const out: SweepOutcome & { durationMs: number } = {
+    kills: 0,
+    outcomes: {},
+    operations: 0,
+    failures: [],
+    durationMs,
+  };
+  for (let t = 0; t <= durationMs * 1.2; t += stepMs) {
+    await setUp(a, a.mode);
+    const r = await runCli(a.ns, ["teardown", "--name", a.name], env, t);
+    if (r.signal !== "SIGKILL") count(out, "completed before the kill");
+    else
+      await recover(a, clean, `${t} ms`, out, ["second teardown removed the rest", "all removed"]);
+    await reset(a);
+  }
+  return out;
+}
+
+/** Every kill ended clean, and there was one at every boundary (diagnostics: the table). */
+export function assertSweeps(
+  t: { diagnostic: (m: string) => void },
+  results: [string, SweepOutcome][],
+): void {
+  for (const [label, r] of results) {
+    t.diagnostic(
+      `${label}: ${r.operations} operations, ${r.kills} kills: ${JSON.stringify(r.outcomes)}`,
+    );
+    assert.deepEqual(r.failures, [], label);
+    assert.equal(r.kills, r.operations + 1, label);
+  }
 }
