@@ -2,6 +2,7 @@
 // The nflb command line: each command group lives in its own file and registers itself.
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
+import { registerDashboardCommands } from "./dashboard.js";
 import { registerFlowCommands } from "./flows.js";
 import { registerInspectCommands } from "./inspect.js";
 import { registerLbCommand } from "./lb.js";
@@ -38,5 +39,6 @@ registerInspectCommands(program);
 registerSetupCommands(program);
 registerFlowCommands(program);
 registerTraceCommands(program);
+registerDashboardCommands(program);
 
 await program.parseAsync(process.argv);

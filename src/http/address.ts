@@ -63,3 +63,9 @@ export function isLoopbackHostHeader(header: string | undefined): boolean {
   if (!m) return false;
   return isLoopbackHost(m[1] ?? m[2]);
 }
+
+/** The URL to open: the page, with the token when the endpoint needs one. */
+export function dashboardUrl(address: ListenAddress, token?: string): string {
+  const query = token ? `?token=${encodeURIComponent(token)}` : "";
+  return `${endpointOrigin(address)}/${query}`;
+}

@@ -24,6 +24,7 @@ import type { StatusSnapshot } from "../service/status.js";
 import {
   DEFAULT_HTTP_HOST,
   DEFAULT_HTTP_PORT,
+  dashboardUrl,
   endpointOrigin,
   isLoopbackHost,
   type ListenAddress,
@@ -259,8 +260,7 @@ export class HttpEndpoint {
 
   /** The URL to open: with the token when one is needed. */
   get url(): string {
-    const query = this.tokenRequired ? `?token=${encodeURIComponent(this.policy.token)}` : "";
-    return `${this.origin}/${query}`;
+    return dashboardUrl(this.address, this.tokenRequired ? this.policy.token : undefined);
   }
 
   /** Live clients now. */

@@ -10,15 +10,10 @@ import type {
   TargetHistory,
   TargetStatus,
 } from "../../service/status.js";
-import {
-  type ChartSeries,
-  type Metric,
-  ServiceTraffic,
-  seriesColor,
-  TrafficChart,
-} from "./charts.js";
+import { type ChartSeries, seriesColor, TrafficChart } from "./charts.js";
 import { ago, byteRate, clock, count, duration, packetRate, percent } from "./format.js";
 import type { LiveSample, TargetAction } from "./protocol.js";
+import { type Metric, ServiceTraffic } from "./traffic.js";
 
 type Attrs = Record<string, string>;
 
