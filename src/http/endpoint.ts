@@ -89,7 +89,7 @@ export interface HttpEndpointOptions {
   record?: string | false;
   /** Snapshot, history sample and live update period (default 1000 ms). */
   tickMs?: number;
-  /** The ring to keep rates in, or its options (default: 15 minutes at 1 s, 512 targets). */
+  /** The ring to keep rates in, or its options (default: 15 minutes at tickMs, 512 targets). */
   history?: TargetHistoryRing | HistoryOptions;
   /** Live clients at once (default 32); more get 503. */
   maxLiveClients?: number;
@@ -165,7 +165,7 @@ export class HttpEndpoint {
     this.history =
       options.history instanceof TargetHistoryRing
         ? options.history
-        : new TargetHistoryRing(options.history);
+        : new TargetHistoryRing({ stepMs: options.tickMs, ...options.history });
     this.hub = new SseHub({
       maxClients: options.maxLiveClients ?? 32,
       maxBuffered: MAX_LIVE_BUFFER,
