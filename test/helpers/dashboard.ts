@@ -331,10 +331,14 @@ export function seedHistory(ring: TargetHistoryRing, now: number, minutes: numbe
   return fake;
 }
 
-/** Debian's chromium, headless, in a fresh temporary profile; no network of its own. */
-export async function launchChromium(): Promise<Browser> {
+/**
+ * Debian's chromium, headless, in a fresh temporary profile (playwright makes one per
+ * launch); no network of its own. `executablePath` may be a wrapper that starts it in a
+ * network namespace.
+ */
+export async function launchChromium(executablePath = "/usr/bin/chromium"): Promise<Browser> {
   return chromium.launch({
-    executablePath: process.env.NFLB_CHROMIUM ?? "/usr/bin/chromium",
+    executablePath,
     args: [
       "--headless",
       "--no-sandbox",
