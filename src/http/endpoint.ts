@@ -15,7 +15,6 @@ import {
   type ActionResponse,
   type HistoryResponse,
   LIVE_EVENT,
-  type LiveSample,
   type LiveUpdate,
   ROUTES,
 } from "../dashboard/page/protocol.js";
@@ -269,11 +268,11 @@ export class HttpEndpoint {
   }
 
   /** Pushes a fresh snapshot to every live client now (after an action, a reload). */
-  publish(samples: LiveSample[] = []): void {
+  publish(): void {
     if (this.hub.size === 0) return;
     const snapshot = this.trySnapshot();
     if (!snapshot) return;
-    const update: LiveUpdate = { snapshot, samples };
+    const update: LiveUpdate = { snapshot, samples: [] };
     this.hub.broadcast(LIVE_EVENT, JSON.stringify(update));
   }
 
