@@ -1,7 +1,9 @@
 // setup and teardown: turn this host (or network namespace) into a load balancer.
 import { type Command, InvalidArgumentError } from "commander";
 import ipaddr from "ipaddr.js";
-import { parseQueueRange } from "../dataplane/daemon.js";
+import { parseFwmark } from "../domain/fwmark.js";
+import { parseQueue, parseQueueRange } from "../domain/queues.js";
+import { parseWeight } from "../domain/weight.js";
 import {
   type OperationFault,
   parseOperationFault,
@@ -12,7 +14,6 @@ import {
   validateSpec,
 } from "../netfilter/index.js";
 import { planService, provisionService, removeService } from "../service/provision.js";
-import { MAX_WEIGHT, parseFwmark } from "../state/store.js";
 import { action, addNameOption, CliError, printJson, requireRoot } from "./common.js";
 import { defaultFragTun } from "./lb.js";
 
@@ -28,9 +29,14 @@ export function parseTarget(text: string, previous: SetupTarget[] = []): SetupTa
   }
   if (!ipaddr.isValid(match[2]))
     throw new InvalidArgumentError(`invalid target address "${match[2]}"`);
-  const weight = match[3] === undefined ? 1 : Number(match[3]);
-  if (weight < 1 || weight > MAX_WEIGHT)
-    throw new InvalidArgumentError(`weight must be 1..${MAX_WEIGHT}`);
+  let weight = 1;
+  if (match[3] !== undefined) {
+    try {
+      weight = parseWeight(match[3], { allowZero: true });
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  }
   return [...previous, { fwmark, address: match[2], weight }];
 }
 
@@ -93,18 +99,13 @@ function specFrom(opts: SetupOptions): SetupSpec {
   }
   if (opts.vip.length === 0) throw new CliError("give at least one --vip");
   if (opts.target.length === 0) throw new CliError("give at least one --target FWMARK=ADDRESS");
-  let queues: number[];
-  try {
-    queues = parseQueueRange(opts.queue);
-  } catch (err) {
-    throw new CliError((err as Error).message);
-  }
+  const queue = parseQueueRange(opts.queue);
   const spec: SetupSpec = {
     name: opts.name,
     mode: opts.mode,
     vips: opts.vip,
     targets: opts.target,
-    queue: { first: queues[0], last: queues[queues.length - 1] },
+    queue,
     queueBypass: opts.queueBypass === true,
     synOnly: opts.synOnly === true,
     protocols: opts.proto as SetupSpec["protocols"],
@@ -113,10 +114,9 @@ function specFrom(opts: SetupOptions): SetupSpec {
     snat: opts.snat === true,
   };
   if (opts.fragments) {
-    const fq = opts.fragQueue ?? String(spec.queue.last + 1);
-    if (!/^\d{1,5}$/.test(fq)) throw new CliError(`invalid --frag-queue "${fq}": a queue number`);
+    const fq = opts.fragQueue === undefined ? spec.queue.last + 1 : parseQueue(opts.fragQueue);
     // Default TUN name: nflb-<name>, cut to IFNAMSIZ - 1 bytes.
-    spec.fragments = { queue: Number(fq), tun: opts.fragTun ?? defaultFragTun(opts.name) };
+    spec.fragments = { queue: fq, tun: opts.fragTun ?? defaultFragTun(opts.name) };
   } else if (opts.fragQueue !== undefined || opts.fragTun !== undefined) {
     throw new CliError("--frag-queue and --frag-tun need --fragments");
   }

@@ -17,9 +17,17 @@ import {
   statSync,
   writeSync,
 } from "node:fs";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { LOCK_EX, LOCK_NB, LOCK_UN, loadAddon } from "../native/addon.js";
+import {
+  builtinOwnershipPath,
+  netnsDir,
+  netnsIdentity,
+  netnsLockPath,
+  setupRecordPath as recordPath,
+  SETUP_RECORD_SUFFIX,
+} from "../paths.js";
 import { operation } from "./faults.js";
 import type { Plan } from "./render.js";
 import { SetupError, type SetupSpec } from "./types.js";
@@ -43,31 +51,13 @@ export interface BuiltinOwnership {
   tables: { family: "ip" | "ip6"; table: string }[];
 }
 
-/** Base directory; NFLB_RUN_DIR overrides it (e.g. for tests without /run). */
-export function runDir(): string {
-  return process.env.NFLB_RUN_DIR || "/run/nflb";
-}
-
-export function netnsIdentity(): { inode: number; dev: number } {
-  const st = statSync("/proc/self/ns/net");
-  return { inode: st.ino, dev: st.dev };
-}
-
-/** The directory of this network namespace's records. */
-export function netnsDir(): string {
-  return join(runDir(), `netns-${netnsIdentity().inode}`);
-}
-
-export function recordPath(name: string): string {
-  if (!NAME_PATTERN.test(name)) throw new SetupError(`invalid setup name "${name}"`);
-  return join(netnsDir(), `${name}.setup.json`);
-}
+export { netnsIdentity };
 
 const TMP_MARK = ".tmp-";
 
 function writeAtomic(path: string, text: string): void {
   operation(`write ${basename(path)}`, () => {
-    mkdirSync(join(path, ".."), { recursive: true, mode: 0o755 });
+    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
     const tmp = `${path}${TMP_MARK}${process.pid}`;
     const fd = openSync(tmp, "w", 0o644);
     try {
@@ -121,8 +111,8 @@ export function removeRecord(name: string): void {
 export function listRecords(): string[] {
   try {
     return readdirSync(netnsDir())
-      .filter((f) => f.endsWith(".setup.json"))
-      .map((f) => f.slice(0, -".setup.json".length))
+      .filter((f) => f.endsWith(SETUP_RECORD_SUFFIX))
+      .map((f) => f.slice(0, -SETUP_RECORD_SUFFIX.length))
       .filter((n) => NAME_PATTERN.test(n))
       .sort();
   } catch {
@@ -130,15 +120,13 @@ export function listRecords(): string[] {
   }
 }
 
-const OWNERSHIP_FILE = "iptables-builtin.json";
-
 export function readOwnership(): BuiltinOwnership {
-  const o = readJson<BuiltinOwnership>(join(netnsDir(), OWNERSHIP_FILE));
+  const o = readJson<BuiltinOwnership>(builtinOwnershipPath());
   return { chains: o?.chains ?? [], tables: o?.tables ?? [] };
 }
 
 export function writeOwnership(o: BuiltinOwnership): void {
-  const path = join(netnsDir(), OWNERSHIP_FILE);
+  const path = builtinOwnershipPath();
   if (o.chains.length === 0 && o.tables.length === 0) removeFile(path);
   else writeAtomic(path, `${JSON.stringify(o, null, 2)}\n`);
 }
@@ -169,7 +157,7 @@ function removeTemporaries(dir: string): void {
 export async function withNetnsLock<T>(fn: () => T | Promise<T>, timeoutMs = 15_000): Promise<T> {
   const addon = loadAddon();
   const dir = netnsDir();
-  const lock = join(dir, ".lock");
+  const lock = netnsLockPath();
   const deadline = Date.now() + timeoutMs;
   let fd: number;
   for (;;) {

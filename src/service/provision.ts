@@ -140,7 +140,10 @@ export function setServiceTargets(
     if (changing.has(t.fwmark))
       byWeight.set(t.weight, [...(byWeight.get(t.weight) ?? []), t.fwmark]);
   }
-  for (const [weight, fwmarks] of byWeight) activateTargets(targets, fwmarks, weight, maxTargets);
+  // Weight 0 (allowed by setup): active with no share of new flows.
+  for (const [weight, fwmarks] of byWeight) {
+    activateTargets(targets, fwmarks, weight, maxTargets, { allowZero: true });
+  }
   return { activate, deactivate };
 }
 
