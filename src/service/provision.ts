@@ -173,6 +173,8 @@ function checkTierPeers(spec: SetupSpec, ownFwmark: number): void {
 
 /** Reads the state (if any) and works out its change; throws ServiceError if impossible. */
 function planState(s: ServiceSpec): StatePlan | undefined {
+  // Without a state part, the state matters only for the tier's own fwmark.
+  if (!usesState(s) && !s.setup.tierPeers) return undefined;
   const name = s.setup.name;
   const fail = (err: unknown): never => {
     throw new ServiceError(
