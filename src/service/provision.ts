@@ -11,8 +11,10 @@
 import { isDeepStrictEqual } from "node:util";
 import { DEFAULT_TABLE_SIZE, normalizeTableSize } from "../maglev/table-size.js";
 import {
+  buildPlan,
+  normalizeSpec,
   operation,
-  readSetupRecord,
+  readSetupDetails,
   type SetupOptions,
   type SetupSpec,
   type SetupTarget,
@@ -218,6 +220,18 @@ function planState(s: ServiceSpec): StatePlan | undefined {
 }
 
 /**
+ * Whether setting up `spec` would change rules: no complete recorded setup of its name,
+ * or one of other rules (the plans compared as recorded, i.e. as JSON). Whether the
+ * recorded rules are still intact in the kernel, only the setup itself checks.
+ */
+function rulesChange(spec: SetupSpec): boolean {
+  const rec = readSetupDetails(spec.name);
+  if (rec?.state !== "applied" || rec.plans.length !== 1) return true;
+  const plan = JSON.parse(JSON.stringify(buildPlan(normalizeSpec(spec))));
+  return !isDeepStrictEqual(rec.plans[0], plan);
+}
+
+/**
  * What provisioning would change, without changing anything: validates the spec (throws
  * SetupError) and checks the state part (throws ServiceError). The rules' own preflight
  * (tools, kernel support, foreign objects) runs only in provisionService.
@@ -226,7 +240,7 @@ export function planService(s: ServiceSpec): ServicePlan {
   validateSpec(s.setup);
   const state = planState(s);
   return {
-    rulesChange: !isDeepStrictEqual(readSetupRecord(s.setup.name), s.setup),
+    rulesChange: rulesChange(s.setup),
     ...(state ? { state } : {}),
   };
 }

@@ -4,6 +4,7 @@
 // one at a time. After every failed setup the namespace and the state are exactly as
 // before it. An undo registered after its change instead of before, or a missing one,
 // fails here. The TUN device and teardown: setup-faults-fragments.test.ts.
+import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { ServiceSpec } from "../../src/service/provision.js";
 import { describeResult, exactly, FaultSweeper, faultSpec, same } from "../helpers/faultsweep.js";
@@ -43,6 +44,56 @@ describe("faults inside setup steps", { skip }, () => {
   });
 
   const provision = (x: ServiceSpec) => () => s.provision(x);
+
+  test("planService answers what would change, and changes nothing", async () => {
+    await s.reset();
+    const clean = await s.observe();
+    assert.deepEqual(await s.plan(NAT), {
+      rulesChange: true,
+      state: {
+        create: {
+          tableSize: 65537,
+          maxTargets: 3,
+          ownFwmark: 0,
+          hashSeed: 0,
+          sctpPortsOnly: true,
+          sctpEncapPort: 0,
+        },
+        activate: [1, 2, 3],
+        deactivate: [],
+      },
+    });
+    assert.deepEqual(await s.observe(), clean);
+    await s.provision(NAT);
+    const applied = await s.observe();
+    assert.deepEqual(await s.plan(NAT), {
+      rulesChange: false,
+      state: { activate: [], deactivate: [] },
+    });
+    assert.deepEqual(
+      await s.plan({ ...DSR_CHANGED, setup: { ...DSR_CHANGED.setup, mode: "nat" } }),
+      {
+        rulesChange: true,
+        state: { activate: [3, 4], deactivate: [2] },
+      },
+    );
+    await assert.rejects(
+      s.plan({ ...NAT, state: { tableSize: 997 } }),
+      /exists with other settings \(tableSize 65537, not 997\)/,
+    );
+    await assert.rejects(
+      s.plan({
+        ...NAT,
+        setup: {
+          ...NAT.setup,
+          targets: [...NAT.setup.targets, { fwmark: 9, address: "10.100.0.29", weight: 1 }],
+        },
+      }),
+      /cannot activate 9: all 3 target slots are in use \(init --N\); nothing was changed/,
+    );
+    assert.deepEqual(await s.observe(), applied);
+    await s.reset();
+  });
 
   test("nat from nothing (rules and a new state): every fault leaves nothing", async (t) => {
     const r = await s.sweep(async () => {}, NAT, exactly);

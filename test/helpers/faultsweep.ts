@@ -97,6 +97,11 @@ export class FaultSweeper {
     await this.d.must(PROVISION, "provisionService", s, {});
   }
 
+  /** planService (throws when it does). */
+  async plan(s: ServiceSpec): Promise<unknown> {
+    return this.d.must(PROVISION, "planService", s);
+  }
+
   /** As `nflb deactivate` does it. */
   async deactivate(fwmarks: number[]): Promise<void> {
     await this.d.must(STATE, "deactivate", this.name, fwmarks);

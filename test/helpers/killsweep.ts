@@ -360,39 +360,61 @@ export async function sweepTeardownKills(a: SweepArgs): Promise<SweepOutcome> {
       await reset(a);
       break;
     }
-    await recover(a, clean, FAULT(k), out, ["second teardown removed the rest", "all removed"]);
+    await recover(a, clean, FAULT(k), out, ["second teardown finished it", "all removed"]);
     await reset(a);
   }
   return out;
 }
 
+/** Median of three. */
+const median3 = (xs: number[]) => xs.sort((x, y) => x - y)[1];
+
 /**
- * `nflb setup` killed `stepMs` apart over its whole run time (measured first), each kill
- * followed by a teardown; kills landing after the command ended count as "completed".
+ * Milliseconds from the start of `nflb ARGS` to its first operation (node's start-up and
+ * the arguments; no kill before that can change anything), and to its end.
  */
-export async function sweepSetupKillTimes(
+async function commandWindow(
   a: SweepArgs,
-  stepMs: number,
-): Promise<SweepOutcome & { durationMs: number }> {
+  args: string[],
+  before: () => Promise<void>,
+): Promise<{ firstMs: number; endMs: number }> {
+  const env = { NFLB_STATE_DIR: a.stateDir };
+  const first: number[] = [];
+  const end: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    for (const [fault, into] of [
+      ["kill-before:1", first],
+      ["", end],
+    ] as const) {
+      await before();
+      const t0 = performance.now();
+      await runCli(a.ns, args, fault ? { ...env, NFLB_TEST_FAULT: fault } : env);
+      into.push(performance.now() - t0);
+      await reset(a);
+    }
+  }
+  return { firstMs: Math.round(median3(first)), endMs: Math.round(median3(end)) };
+}
+
+export interface TimeSweepOutcome extends SweepOutcome {
+  /** Median time from the command's start to its first operation, and to its end. */
+  firstMs: number;
+  endMs: number;
+}
+
+/**
+ * `nflb setup` killed `stepMs` apart from shortly before its first operation to past its
+ * end (measured first), each kill followed by a teardown; kills landing after the command
+ * ended count as "completed".
+ */
+export async function sweepSetupKillTimes(a: SweepArgs, stepMs: number): Promise<TimeSweepOutcome> {
   const env = { NFLB_STATE_DIR: a.stateDir };
   const clean = ruleSnapshot(a.ns);
-  const runs: number[] = [];
-  for (let i = 0; i < 3; i++) {
-    const t0 = performance.now();
-    await setUp(a, a.mode);
-    runs.push(performance.now() - t0);
-    await reset(a);
-  }
-  const durationMs = Math.round(runs.sort((x, y) => x - y)[1]);
-  const out: SweepOutcome & { durationMs: number } = {
-    kills: 0,
-    outcomes: {},
-    operations: 0,
-    failures: [],
-    durationMs,
-  };
-  for (let t = 0; t <= durationMs * 1.2; t += stepMs) {
-    const r = await runCli(a.ns, ["setup", "--name", a.name, ...a.mode.args], env, t);
+  const args = ["setup", "--name", a.name, ...a.mode.args];
+  const w = await commandWindow(a, args, async () => {});
+  const out: TimeSweepOutcome = { kills: 0, outcomes: {}, operations: 0, failures: [], ...w };
+  for (let t = Math.max(0, w.firstMs - 20); t <= w.endMs * 1.15; t += stepMs) {
+    const r = await runCli(a.ns, args, env, t);
     if (r.signal !== "SIGKILL") count(out, "completed before the kill");
     else await recover(a, clean, `${t} ms`, out, ["teardown removed all", "nothing changed yet"]);
     await reset(a);
@@ -400,35 +422,21 @@ export async function sweepSetupKillTimes(
   return out;
 }
 
-/** `nflb teardown` killed `stepMs` apart over its whole run time, then run again. */
+/** `nflb teardown` killed `stepMs` apart over its run time, then run again. */
 export async function sweepTeardownKillTimes(
   a: SweepArgs,
   stepMs: number,
-): Promise<SweepOutcome & { durationMs: number }> {
+): Promise<TimeSweepOutcome> {
   const env = { NFLB_STATE_DIR: a.stateDir };
   const clean = ruleSnapshot(a.ns);
-  const runs: number[] = [];
-  for (let i = 0; i < 3; i++) {
+  const args = ["teardown", "--name", a.name];
+  const w = await commandWindow(a, args, () => setUp(a, a.mode));
+  const out: TimeSweepOutcome = { kills: 0, outcomes: {}, operations: 0, failures: [], ...w };
+  for (let t = Math.max(0, w.firstMs - 20); t <= w.endMs * 1.15; t += stepMs) {
     await setUp(a, a.mode);
-    const t0 = performance.now();
-    await runCli(a.ns, ["teardown", "--name", a.name], env);
-    runs.push(performance.now() - t0);
-    await reset(a);
-  }
-  const durationMs = Math.round(runs.sort((x, y) => x - y)[1]);
-  const out: SweepOutcome & { durationMs: number } = {
-    kills: 0,
-    outcomes: {},
-    operations: 0,
-    failures: [],
-    durationMs,
-  };
-  for (let t = 0; t <= durationMs * 1.2; t += stepMs) {
-    await setUp(a, a.mode);
-    const r = await runCli(a.ns, ["teardown", "--name", a.name], env, t);
+    const r = await runCli(a.ns, args, env, t);
     if (r.signal !== "SIGKILL") count(out, "completed before the kill");
-    else
-      await recover(a, clean, `${t} ms`, out, ["second teardown removed the rest", "all removed"]);
+    else await recover(a, clean, `${t} ms`, out, ["second teardown finished it", "all removed"]);
     await reset(a);
   }
   return out;
