@@ -35,4 +35,5 @@ export {
 } from "./probe/index.js";
 export { type HealthSink, MemorySink, type TargetHealthChange } from "./sink.js";
 export * from "./spec.js";
+export { type TargetHealthStatus, targetHealthStatus, transitionEvent } from "./status.js";
 export { HealthConfigError, validateServices } from "./validate.js";

@@ -4,11 +4,12 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { HealthChecker, type HealthLog } from "../../src/health/checker.js";
-import type { TargetRef, TargetTransition } from "../../src/health/engine.js";
+import type { TargetRef, TargetSnapshot, TargetTransition } from "../../src/health/engine.js";
 import type { CheckResult } from "../../src/health/machine.js";
 import type { ProbeOutcome, Prober } from "../../src/health/probe/index.js";
 import { type HealthSink, MemorySink } from "../../src/health/sink.js";
 import type { HealthServiceSpec, TcpCheck } from "../../src/health/spec.js";
+import { targetHealthStatus } from "../../src/health/status.js";
 
 const check: TcpCheck = {
   kind: "tcp",
@@ -243,5 +244,40 @@ describe("health checker (driver)", () => {
       ),
     );
     assert.ok(log.lines.some((l) => l === "warning health: a hook failed: hook broke"));
+  });
+});
+
+describe("health status", () => {
+  test("a target's snapshot in the words of the status contract", () => {
+    const snap: TargetSnapshot = {
+      service: "web",
+      fwmark: 2,
+      address: "10.0.0.2",
+      port: 80,
+      kind: "tcp",
+      health: "down",
+      since: Date.UTC(2026, 10, 29, 12, 0, 0),
+      changing: false,
+      successes: 0,
+      failures: 3,
+      checks: 10,
+      failedChecks: 3,
+      ups: 1,
+      downs: 1,
+      lastResult: {
+        ok: false,
+        latencyMs: 1.5,
+        reason: "timeout",
+        at: Date.UTC(2026, 10, 29, 12, 0, 0),
+      },
+      probing: false,
+    };
+    assert.deepEqual(targetHealthStatus(snap), {
+      health: "down",
+      healthSince: "2026-11-29T12:00:00.000Z",
+      lastCheck: { ok: false, latencyMs: 1.5, reason: "timeout", at: "2026-11-29T12:00:00.000Z" },
+      transitions: 2,
+    });
+    assert.equal(targetHealthStatus({ ...snap, lastResult: undefined }).lastCheck, undefined);
   });
 });
