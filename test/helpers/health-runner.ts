@@ -2,6 +2,7 @@
 // tests: started with `ip netns exec NS node health-runner.js`, it takes one JSON request
 // per stdin line and writes JSON lines: replies ({id, ok, result|error}) and events
 // ({event, wall, ...}) stamped with the wall clock, so the test can time them.
+import { performance } from "node:perf_hooks";
 import { createInterface } from "node:readline";
 import { HealthChecker } from "../../src/health/checker.js";
 import { runProbe } from "../../src/health/probe/index.js";
@@ -53,8 +54,25 @@ async function handle(req: Json): Promise<unknown> {
       return checker.configure(reviveServices(req.services as HealthServiceSpec[]));
     case "start":
       return checker.start();
-    case "stop":
-      return checker.stop();
+    case "stop": {
+      // whenProbing: FWMARK: wait (up to 5 s) until a probe of that target is in flight, to
+      // stop in the middle of one.
+      const deadline = Date.now() + 5000;
+      const probing = () =>
+        checker
+          .snapshot()
+          .reduce(
+            (n, s) => n + s.targets.filter((t) => t.probing && t.fwmark === req.whenProbing).length,
+            0,
+          );
+      while (req.whenProbing !== undefined && probing() === 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      const inFlight = probing();
+      const started = performance.now();
+      await checker.stop();
+      return { inFlight, tookMs: performance.now() - started };
+    }
     case "snapshot":
       return checker.snapshot();
     case "probe":
