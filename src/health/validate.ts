@@ -1,7 +1,15 @@
 // A last line of defence before the checker takes a configuration: the config file's
 // schema already rejects bad values with file:line:col, but the checker is an API too and
 // must refuse a spec it cannot run rather than fail later, one probe at a time.
-import { isIP } from "node:net";
+import {
+  familyOf,
+  isFwmark,
+  isLbName,
+  LB_NAME_RULE,
+  MAX_FWMARK,
+  MAX_PORT,
+  parseAddress,
+} from "../domain/index.js";
 import type { HealthCheckSpec, HealthServiceSpec } from "./spec.js";
 
 export class HealthConfigError extends Error {
@@ -21,8 +29,8 @@ function count(where: string, name: string, value: number): void {
 }
 
 function port(where: string, value: number): void {
-  if (!Number.isInteger(value) || value < 1 || value > 65535) {
-    fail(where, `port ${value} is not in 1..65535`);
+  if (!Number.isInteger(value) || value < 1 || value > MAX_PORT) {
+    fail(where, `port ${value} is not in 1..${MAX_PORT}`);
   }
 }
 
@@ -48,9 +56,10 @@ function validateCheck(where: string, spec: HealthCheckSpec, address: string, sv
   count(where, "fall", spec.fall);
   if (!(spec.jitter >= 0 && spec.jitter <= 0.5)) fail(where, "jitter must be in 0..0.5");
   if (spec.source !== undefined) {
-    const family = isIP(spec.source);
-    if (family === 0) fail(where, `source "${spec.source}" is not an IP address`);
-    if (family !== isIP(address)) {
+    const source = parseAddress(spec.source);
+    if (!source) fail(where, `source "${spec.source}" is not an IP address`);
+    const target = parseAddress(address);
+    if (target && familyOf(source) !== familyOf(target)) {
       fail(where, `source ${spec.source} and target ${address} are not of the same IP version`);
     }
   }
@@ -89,7 +98,8 @@ function validateCheck(where: string, spec: HealthCheckSpec, address: string, sv
 export function validateServices(services: readonly HealthServiceSpec[]): void {
   const names = new Set<string>();
   for (const svc of services) {
-    if (!svc.name) fail("service", "a service needs a name");
+    if (!isLbName(svc.name))
+      fail(`service ${JSON.stringify(svc.name)}`, `the name must be ${LB_NAME_RULE}`);
     if (names.has(svc.name)) fail(`service "${svc.name}"`, "named twice");
     names.add(svc.name);
     const where = `service "${svc.name}"`;
@@ -100,12 +110,10 @@ export function validateServices(services: readonly HealthServiceSpec[]): void {
     const fwmarks = new Set<number>();
     for (const t of svc.targets) {
       const at = `${where} target ${t.fwmark}`;
-      if (!Number.isInteger(t.fwmark) || t.fwmark < 1 || t.fwmark > 0xffffffff) {
-        fail(at, "fwmark must be an integer 1..4294967295");
-      }
+      if (!isFwmark(t.fwmark)) fail(at, `fwmark must be an integer 1..${MAX_FWMARK}`);
       if (fwmarks.has(t.fwmark)) fail(at, "fwmark listed twice");
       fwmarks.add(t.fwmark);
-      if (isIP(t.address) === 0) fail(at, `address "${t.address}" is not an IP address`);
+      if (!parseAddress(t.address)) fail(at, `address "${t.address}" is not an IP address`);
       const spec = t.check === undefined ? svc.check : t.check;
       if (spec) validateCheck(at, spec, t.address, svc.port);
     }
