@@ -91,6 +91,12 @@ export class HealthChecker {
   configure(services: readonly HealthServiceSpec[]): ReconfigureSummary {
     const summary = this.engine.configure(services, this.clock());
     for (const ticket of summary.cancelled) this.inFlight.get(ticket.key)?.controller.abort();
+    // Health not yet recorded for a target that is gone is of no use to anyone.
+    for (const t of summary.removed) {
+      const p = this.pending.get(t.service);
+      p?.delete(t.fwmark);
+      if (p?.size === 0) this.pending.delete(t.service);
+    }
     const changed = [
       [summary.added.length, "added"],
       [summary.removed.length, "removed"],

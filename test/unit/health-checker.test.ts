@@ -145,6 +145,35 @@ describe("health checker (driver)", () => {
     assert.ok(log.lines.includes("notice health: web: health recorded again"));
   });
 
+  test("health pending for a target removed by a reload is dropped, not retried", async () => {
+    let failing = true;
+    const seen: string[] = [];
+    const sink: HealthSink = {
+      publish(service, changes) {
+        if (failing) throw new Error("no state yet");
+        seen.push(`${service}:${changes.map((c) => `${c.fwmark}=${c.health}`).join(",")}`);
+      },
+    };
+    const checker = new HealthChecker({
+      sink,
+      log: new Lines(),
+      prober: scripted(new Map()),
+      retryMs: 20,
+    });
+    checker.configure([web([1, 2])]);
+    checker.start();
+    try {
+      await until("verdicts", () => checker.isReady("web"));
+      await sleep(30);
+      checker.configure([web([1])]);
+      failing = false;
+      await until("recorded", () => seen.length === 1);
+      assert.deepEqual(seen, ["web:1=up"]);
+    } finally {
+      await checker.stop();
+    }
+  });
+
   test("stop cancels probes in flight and resolves; start again carries on", async () => {
     const aborted: number[] = [];
     let hang = true;
