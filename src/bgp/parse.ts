@@ -100,11 +100,6 @@ export function parseBfdSessions(lines: readonly ReplyLine[]): Map<string, strin
   return out;
 }
 
-/** Routes listed in a `show route` reply (each starts with its prefix). */
-export function countRoutes(lines: readonly ReplyLine[]): number {
-  return lines.filter((l) => l.code === 1007 && /^\S+\/\d+\s/.test(l.text)).length;
-}
-
 /**
  * Epoch ms of a BIRD time text, in the local time zone BIRD prints in (its formats: "iso
  * short ms" by default — time of day for the last 20 hours, a date before that — or
