@@ -34,7 +34,7 @@ import {
 } from "./validate.js";
 
 export interface AnnouncerOptions extends BirdTools {
-  /** The announcement device's name (default "nflb-bgp"). */
+  /** The announcement device's name (default DEFAULT_DEVICE, "nflb_bgp"). */
   device?: string;
   /** One line per event worth logging (VIP announced/withdrawn, BIRD down/back). */
   log?: (line: string) => void;

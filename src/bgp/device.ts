@@ -1,6 +1,6 @@
 // The device that carries the announcements: a non-persistent TUN device that exists
 // exactly as long as this process holds its file descriptor. BIRD's VIP routes point at
-// it (`route VIP via "nflb-bgp"`) and BIRD drops a route whose device is down or gone:
+// it (`route VIP via "nflb_bgp"`) and BIRD drops a route whose device is down or gone:
 // when nflb exits or is killed (-9 included), the kernel closes the descriptor, deletes
 // the device, tells BIRD (a netlink link event), and BIRD withdraws every VIP at once.
 //

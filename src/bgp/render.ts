@@ -18,8 +18,9 @@ export const BFD_PROTOCOL = "nflb_bfd";
 export const EXPORT_FILTER = "nflb_export";
 /** Custom route attribute carrying a VIP's MED to the export filter (see below). */
 export const MED_ATTRIBUTE = "nflb_med";
-/** Default name of the device whose existence carries the announcements. */
-export const DEFAULT_DEVICE = "nflb-bgp";
+/** Default name of the device whose existence carries the announcements ("_": the
+ * fragment TUN devices of setups are "nflb-NAME", so none can take this name). */
+export const DEFAULT_DEVICE = "nflb_bgp";
 
 export interface RenderOptions {
   /** The device the VIP routes point at (it exists only while nflb holds it open). */

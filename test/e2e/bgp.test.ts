@@ -9,7 +9,12 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { after, before, describe, test } from "node:test";
-import { parseBirdTime, type ServiceFacts, type VipAnnouncement } from "../../src/bgp/index.js";
+import {
+  DEFAULT_DEVICE,
+  parseBirdTime,
+  type ServiceFacts,
+  type VipAnnouncement,
+} from "../../src/bgp/index.js";
 import {
   Announcer,
   type BgpLab,
@@ -192,7 +197,7 @@ describe("BGP announcement through BIRD", { skip: !isRoot() && "needs root" }, (
     assert.equal(r.ok, true, JSON.stringify(r));
     const s = r.status;
     assert.equal(s.bird.ok, true);
-    assert.deepEqual(s.device, { name: "nflb-bgp", held: true, up: true });
+    assert.deepEqual(s.device, { name: DEFAULT_DEVICE, held: true, up: true });
     assert.deepEqual(
       s.sessions.map((x: { neighbor: string; state: string; up: boolean; bfd: string }) => [
         x.neighbor,
@@ -277,7 +282,7 @@ describe("BGP announcement through BIRD", { skip: !isRoot() && "needs root" }, (
     // BIRD still runs the dead process's configuration, VIPs included. Their device held
     // but down (as a new announcer takes it) announces nothing; up, it would.
     const routes = () => inst.bird.birdc(["show", "route", "table", "nflb4"]);
-    const holder = await holdDevice(inst.ns, "nflb-bgp");
+    const holder = await holdDevice(inst.ns, DEFAULT_DEVICE);
     await new Promise((r) => setTimeout(r, 300));
     assert.doesNotMatch(routes(), /10\.73\.9\.1\/32/, "held-down device: no route in BIRD");
     await holder.setUp();
@@ -356,7 +361,7 @@ describe("BGP announcement through BIRD", { skip: !isRoot() && "needs root" }, (
     // Missing: no birdc at all.
     const { started } = await Announcer.start(inst.ns, {
       spec: inst.spec,
-      device: "nflb-bgp-x",
+      device: "nflb_bgp_x",
       birdc: "/nonexistent/birdc",
     });
     assert.equal(started.ok, false);
