@@ -1,34 +1,13 @@
 // fwmark and stats: what the load balancer decides and what it has done.
 import type { Command } from "commander";
-import ipaddr from "ipaddr.js";
 import { readCounters } from "../dataplane/counters.js";
 import { LbView, NO_SLOT } from "../dataplane/lbview.js";
+import { parseEndpoint } from "../domain/endpoint.js";
 import { readCounters as readRuleCounters, readSetupRecord } from "../netfilter/index.js";
 import { readQueueProcStats } from "../nfqueue/procstats.js";
 import { flowHash, formatInfo, infoFromTuple, PacketInfo, protoNumber } from "../packet/index.js";
 import { openState, tryOpenState } from "../state/store.js";
 import { action, addNameOption, CliError, printJson } from "./common.js";
-
-/** "10.0.0.1:80", "[fd00::1]:80" or a bare address (port 0). */
-export function parseEndpoint(text: string): { address: string; port: number } {
-  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
-  let address: string;
-  let port = 0;
-  if (bracketed) {
-    address = bracketed[1];
-    port = bracketed[2] === undefined ? 0 : Number(bracketed[2]);
-  } else if (text.split(":").length === 2) {
-    const [a, p] = text.split(":");
-    address = a;
-    port = Number(p);
-  } else {
-    address = text;
-  }
-  if (!ipaddr.isValid(address)) throw new CliError(`invalid address "${address}" in "${text}"`);
-  if (!Number.isInteger(port) || port < 0 || port > 65535)
-    throw new CliError(`invalid port in "${text}"`);
-  return { address, port };
-}
 
 export function registerInspectCommands(program: Command): void {
   addNameOption(
@@ -45,7 +24,7 @@ export function registerInspectCommands(program: Command): void {
         const proto = protoNumber(opts.proto);
         const src = parseEndpoint(opts.src);
         const dst = parseEndpoint(opts.dst);
-        if (ipaddr.parse(src.address).kind() !== ipaddr.parse(dst.address).kind()) {
+        if (src.family !== dst.family) {
           throw new CliError("source and destination must be of the same address family");
         }
         const state = openState(opts.name);

@@ -1,13 +1,15 @@
 // `nflb lb`: the NFQUEUE daemon.
 import type { Command } from "commander";
-import { parseQueueRange, runDaemon } from "../dataplane/daemon.js";
+import { runDaemon } from "../dataplane/daemon.js";
+import { parseQueueRange, queueNumbers } from "../domain/queues.js";
 import {
   DEFAULT_FRAG_CONFIG,
   type FragTableConfig,
   validateFragConfig,
 } from "../fragments/config.js";
 import { LEVEL_VALUE, LOG_LEVELS, Logger, parseLogLevel } from "../log/logger.js";
-import { controlSocketPath, parseHostPort } from "../trace/paths.js";
+import { controlSocketPath } from "../paths.js";
+import { parseHostPort } from "../trace/paths.js";
 import { action, addNameOption, CliError, fwmarkArg, intArg, requireRoot } from "./common.js";
 
 interface LbOptions {
@@ -151,7 +153,7 @@ export function registerLbCommand(program: Command): void {
         let level: number;
         let controlTcp: { host: string; port: number } | undefined;
         try {
-          queues = parseQueueRange(opts.queue);
+          queues = queueNumbers(parseQueueRange(opts.queue));
           level = opts.loglevel === undefined ? LEVEL_VALUE.notice : parseLogLevel(opts.loglevel);
           if (opts.controlTcp !== undefined) controlTcp = parseHostPort(opts.controlTcp);
         } catch (err) {

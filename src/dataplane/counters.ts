@@ -3,8 +3,9 @@
 // `nflb stats` reads it while the daemon runs and after it stops.
 import { closeSync, ftruncateSync, openSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { parseLbName } from "../domain/names.js";
 import { loadAddon } from "../native/addon.js";
-import { stateDir, validateName } from "../state/store.js";
+import { countersFileQueue, countersPath, stateDir } from "../paths.js";
 
 const COUNTERS_MAGIC = 0x4e464c53; // "NFLS"
 
@@ -80,9 +81,7 @@ const FRAGMENT_COUNTERS = {
   held: C.fragHeld,
 } as const;
 
-export function countersPath(name: string, queue: number): string {
-  return join(stateDir(), `${validateName(name)}.q${queue}.stats`);
-}
+export { countersPath };
 
 /** Creates (or reuses) the counters file of a queue and maps it; the worker writes into it. */
 export function mapCounters(name: string, queue: number, maxTargets: number): Float64Array {
@@ -137,17 +136,16 @@ function processAlive(pid: number): boolean {
 
 /** Reads every queue's counters file of a load balancer. */
 export function readCounters(name: string): QueueCounters[] {
-  validateName(name);
+  parseLbName(name);
   let files: string[];
   try {
     files = readdirSync(stateDir());
   } catch {
     return [];
   }
-  const prefix = `${name}.q`;
   const result: QueueCounters[] = [];
   for (const file of files) {
-    if (!file.startsWith(prefix) || !file.endsWith(".stats")) continue;
+    if (countersFileQueue(name, file) === undefined) continue;
     const bytes = readFileSync(join(stateDir(), file));
     if (bytes.length < C.perSlot * 8) continue;
     const w = new Float64Array(bytes.buffer, bytes.byteOffset, Math.floor(bytes.length / 8));
