@@ -103,13 +103,13 @@ describe("validation", () => {
       /IPv4-mapped/,
     ],
     [
-      "BFD interval 5 ms",
+      "BFD interval 0 ms",
       {
         neighbors: [
-          { address: "10.0.0.1", asn: 1, holdTimeS: 9, bfd: { intervalMs: 5, multiplier: 3 } },
+          { address: "10.0.0.1", asn: 1, holdTimeS: 9, bfd: { intervalMs: 0, multiplier: 3 } },
         ],
       },
-      /^bgp\.neighbors\[0\]\.bfd\.intervalMs: expected 10\.\.60000 ms/,
+      /^bgp\.neighbors\[0\]\.bfd\.intervalMs: expected 1\.\.60000 ms/,
     ],
     [
       "BFD multiplier 0",
@@ -290,6 +290,12 @@ protocol bgp nflb_fd00__1 {
       validateVip(vip(`10.2.${i}.0/24`, [`65001:${i}`, `4200000000:${i}:1`], i)),
     );
     await parseCheck(renderInclude(s, many, { device: "d" }));
+    const odd = validateBgpSpec(
+      spec({
+        neighbors: [{ address: "10.0.0.1", asn: 65000, holdTimeS: 3, password: "a\\b'$ {};#x" }],
+      }),
+    );
+    await parseCheck(renderInclude(odd, vips, { device: "d" }));
     await assert.rejects(parseCheck("protocol bogus {}\n"), (e: unknown) => {
       assert.ok(e instanceof BgpError && e.kind === "invalid");
       assert.match(e.message, /^BIRD rejects the rendered configuration: .*nflb\.conf:1:\d+ /);
