@@ -10,7 +10,7 @@
 // announced. The device is taken (down) before anything else, so a second process fails
 // at once instead of rewriting the first one's announcements.
 import { performance } from "node:perf_hooks";
-import { type BirdTools, birdc, configure, parseCheck } from "./birdc.js";
+import { type BirdTools, birdc, configure, parseCheck, requireBird } from "./birdc.js";
 import { planVips, type VipPlan } from "./decide.js";
 import { AnnounceDevice } from "./device.js";
 import { readInclude, writeInclude } from "./files.js";
@@ -96,19 +96,15 @@ export class BgpAnnouncer {
   /**
    * Takes the device (down), writes the include with no VIP, has BIRD load it and, once
    * it did, sets the device up. Announces nothing. Throws BgpError when BIRD is not
-   * installed, the device is held by another process, or the spec renders something
-   * BIRD cannot parse; BIRD down or refusing is returned (and retried by every update()).
+   * installed or the device is held by another process (or cannot be made); any other
+   * failure (BIRD down, refusing, not including the file) is returned, and retried by
+   * every update().
    */
   start(nowMs: number): Promise<UpdateResult> {
     return this.serial(async () => {
       if (this.state !== "new") throw new BgpError("io", "the announcer was started already");
+      requireBird(this.tools);
       this.device.acquire();
-      try {
-        this.written = await readInclude(this.spec.bird.include);
-      } catch (err) {
-        this.device.release();
-        throw err;
-      }
       this.state = "running";
       try {
         const result = await this.sync(nowMs);
@@ -218,6 +214,8 @@ export class BgpAnnouncer {
 
   /** Renders, writes, configures; keeps the safety rule; tracks the outcome per VIP. */
   private async sync(nowMs: number): Promise<UpdateResult> {
+    // What the file holds now, not what we think we left: whoever changed it, BIRD reads it.
+    this.written = await readInclude(this.spec.bird.include).catch(() => undefined);
     const wanted = this.wantedVips();
     const text = renderInclude(this.spec, wanted, { device: this.device.name });
     const changed = text !== this.written;
@@ -243,19 +241,20 @@ export class BgpAnnouncer {
     return { changes: this.track(wanted, nowMs), bird: this.outcome };
   }
 
+  /** Parse-checks, writes and configures; every failure becomes the outcome. */
   private async apply(
     text: string,
     changed: boolean,
     wanted: NormalizedVip[],
   ): Promise<BirdOutcome> {
     const previous = this.written;
-    if (changed) {
-      // Our rendering must parse: a failure here is a bug, and BIRD never sees it.
-      await parseCheck(text, this.tools);
-      await writeInclude(this.spec.bird.include, text);
-      this.written = text;
-    }
     try {
+      if (changed) {
+        // Our rendering must parse: a failure here is a bug, and BIRD never sees it.
+        await parseCheck(text, this.tools);
+        await writeInclude(this.spec.bird.include, text);
+        this.written = text;
+      }
       await configure(this.spec.bird.socket, this.tools);
       await this.checkWired();
       this.loaded = new Set(wanted.map((v) => v.prefix));
@@ -263,9 +262,12 @@ export class BgpAnnouncer {
     } catch (err) {
       if (err instanceof BgpError && err.kind === "refused" && changed) {
         // BIRD keeps what it had: so does the file, for its next start.
-        if (previous === undefined) await writeInclude(this.spec.bird.include, "");
-        else await writeInclude(this.spec.bird.include, previous);
-        this.written = previous;
+        await writeInclude(this.spec.bird.include, previous ?? "").then(
+          () => {
+            this.written = previous;
+          },
+          (e) => this.log(`bgp: ${(e as Error).message}`),
+        );
       }
       if (this.device.up && !subsetOf(this.loaded, wanted)) {
         // BIRD may still announce a VIP that is not served: withdraw everything.
@@ -305,8 +307,9 @@ export class BgpAnnouncer {
   }
 
   private logOutcome(before: BirdOutcome, after: BirdOutcome): void {
-    if (!after.ok && (before.ok || before.message !== after.message))
+    if (!after.ok && (before.ok || before.message !== after.message)) {
       this.log(`bgp: ${after.message}`);
+    }
     if (after.ok && !before.ok && before !== NOT_STARTED) {
       this.log("bgp: BIRD took the configuration again");
     }
@@ -317,21 +320,12 @@ export class BgpAnnouncer {
     const live = this.outcome.ok && this.device.up;
     const outcomes = this.plans.map((p): VipOutcome => {
       const want = wantedSet.has(p.vip.prefix);
-      let reason = p.decision.reason;
-      if (this.state === "stopped") reason = "stopped";
-      else if (p.decision.announce && !this.hasNeighbour(p)) {
-        reason = `no IPv${p.vip.family} neighbour to announce it to`;
-      } else if (want && !this.outcome.ok)
-        reason = `${reason}; not announced: ${this.outcome.message}`;
-      else if (want && !this.device.up) {
-        reason = `${reason}; not announced: device ${this.device.name} is down`;
-      }
       return {
         vip: p.vip,
         services: p.services,
         wanted: want,
         announced: want && live && (this.loaded?.has(p.vip.prefix) ?? false),
-        reason,
+        reason: this.reasonFor(p, want),
       };
     });
     const { next, changes } = trackVips(this.tracked, outcomes, nowMs);
@@ -340,6 +334,21 @@ export class BgpAnnouncer {
       this.log(`bgp: ${c.prefix} ${c.announced ? "announced" : "withdrawn"}: ${c.reason}`);
     }
     return changes;
+  }
+
+  /** The decision's reason, and why a wanted VIP is not announced after all. */
+  private reasonFor(p: VipPlan, want: boolean): string {
+    if (this.state === "stopped") return "stopped";
+    if (p.decision.announce && !this.hasNeighbour(p)) {
+      return `no IPv${p.vip.family} neighbour to announce it to`;
+    }
+    if (want && !this.outcome.ok) {
+      return `${p.decision.reason}; not announced: ${this.outcome.message}`;
+    }
+    if (want && !this.device.up) {
+      return `${p.decision.reason}; not announced: device ${this.device.name} is down`;
+    }
+    return p.decision.reason;
   }
 }
 

@@ -3,6 +3,7 @@
 // install BIRD (missing), start it (down), fix permissions (denied), fix the config
 // (refused).
 import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -48,6 +49,19 @@ function tool(name: "birdc" | "bird", override?: string): string {
   if (!path)
     throw new BgpError("missing", `BIRD is not installed: ${name} not found ${INSTALL_HINT}`);
   return path;
+}
+
+/** Throws BgpError("missing") unless both birdc and bird can be found. */
+export function requireBird(options: BirdTools = {}): void {
+  for (const [name, override] of [
+    ["birdc", options.birdc],
+    ["bird", options.bird],
+  ] as const) {
+    const path = tool(name, override);
+    if (override !== undefined && !existsSync(path)) {
+      throw new BgpError("missing", `BIRD is not installed: ${path} not found ${INSTALL_HINT}`);
+    }
+  }
 }
 
 /** birdc's own failure to connect, as one clear line. */

@@ -121,7 +121,10 @@ export interface SessionState {
 export interface BgpStatus {
   /** ISO time of the snapshot. */
   at: string;
-  /** BIRD reachable and running nflb's protocols, or why not. */
+  /**
+   * How the last hand-over to BIRD ended (ok: BIRD runs nflb's current file), or why BIRD
+   * could not be asked just now (status()).
+   */
   bird: BirdOutcome;
   /** The device that carries the announcements: held by this process, and up. */
   device: { name: string; held: boolean; up: boolean };

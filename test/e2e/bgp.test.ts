@@ -5,7 +5,7 @@
 // on a graceful stop and on kill -9 (each measured), VIP-set and community/MED changes
 // without any session reset, and clear errors when BIRD is missing, down or refuses.
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { after, before, describe, test } from "node:test";
@@ -344,8 +344,10 @@ describe("BGP announcement through BIRD", { skip: !isRoot() && "needs root" }, (
     assert.equal(back.result.bird.ok, true, JSON.stringify(back.result));
     await waitForHops(lab.router, VIP4, (h) => h.includes(inst.addr4), performance.now(), 15_000);
 
-    // The operator breaks bird.conf: BIRD refuses, says where, keeps running the old one.
-    writeFileSync(inst.bird.conf, `${instanceConf(inst.spec.bird.include)}protocol bogus {}\n`);
+    // The operator breaks bird.conf: BIRD refuses, says where, keeps running the old one,
+    // and nflb's file goes back to what BIRD runs. Adding a VIP: the others stay announced.
+    const broken = `${instanceConf(inst.spec.bird.include)}protocol bogus {}\n`;
+    writeFileSync(inst.bird.conf, broken);
     const refused = await announcers[2].send({
       cmd: "update",
       services: [service([...BASE_VIPS, { prefix: VIP4B, communities: [] }])],
@@ -356,7 +358,39 @@ describe("BGP announcement through BIRD", { skip: !isRoot() && "needs root" }, (
       new RegExp(`^BIRD refuses the configuration: ${join(inst.dir, "bird.conf")}:\\d+:\\d+ `),
     );
     assert.doesNotMatch(refused.result.bird.message, /\n/);
+    assert.doesNotMatch(readFileSync(inst.spec.bird.include, "utf8"), /10\.73\.9\.2/);
+    assert.equal(refused.snapshot.device.up, true);
+    assert.ok(nextHops(lab.router, VIP4).includes(inst.addr4));
+
+    // Withdrawing while BIRD refuses: BIRD would keep announcing a VIP that is not
+    // served, so everything is withdrawn (the device goes down).
+    const t0 = performance.now();
+    const unsafe = await announcers[2].send({
+      cmd: "update",
+      services: [service(BASE_VIPS, { healthy: 0 })],
+    });
+    assert.equal(unsafe.result.bird.kind, "refused");
+    assert.equal(unsafe.snapshot.device.up, false);
+    await waitForHops(lab.router, VIP4, (h) => !h.includes(inst.addr4), t0);
+    await waitForHops(lab.router, VIP6, (h) => !h.includes(inst.addr6), t0);
+
+    // bird.conf without the include line: said so.
+    writeFileSync(inst.bird.conf, "protocol device {\n}\n");
+    const unwired = await announcers[2].send({ cmd: "update", services: [service(BASE_VIPS)] });
+    assert.equal(unwired.result.bird.kind, "unwired");
+    assert.equal(
+      unwired.result.bird.message,
+      `BIRD runs without nflb's configuration: add the line include "${inst.spec.bird.include}"; to its bird.conf`,
+    );
+    assert.equal(unwired.snapshot.device.up, false);
+
+    // Repaired: the next update announces again.
     writeFileSync(inst.bird.conf, instanceConf(inst.spec.bird.include));
+    const t1 = performance.now();
+    const repaired = await announcers[2].send({ cmd: "update", services: [service(BASE_VIPS)] });
+    assert.equal(repaired.result.bird.ok, true, JSON.stringify(repaired.result));
+    assert.equal(repaired.snapshot.device.up, true);
+    await waitForHops(lab.router, VIP4, (h) => h.includes(inst.addr4), t1, 15_000);
 
     // Missing: no birdc at all.
     const { started } = await Announcer.start(inst.ns, {
