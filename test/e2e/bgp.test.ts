@@ -19,8 +19,8 @@ import {
   Announcer,
   type BgpLab,
   bgpLab,
+  CLIENT4,
   holdDevice,
-  INSTANCE_ASN,
   instanceConf,
   LAB_HOLD_S,
   nextHops,
@@ -69,7 +69,7 @@ describe("BGP announcement through BIRD", { skip: !isRoot() && "needs root" }, (
   const announcers: Announcer[] = [];
 
   before(async () => {
-    lab = await bgpLab(3);
+    lab = await bgpLab(3, { client: true });
     for (const inst of lab.instances) {
       const { announcer, started } = await Announcer.start(inst.ns, { spec: inst.spec });
       assert.equal(started.ok, true, JSON.stringify(started));
@@ -126,6 +126,31 @@ describe("BGP announcement through BIRD", { skip: !isRoot() && "needs root" }, (
       `three instances announced, ECMP route complete at the router after ${ms.toFixed(0)} ms`,
     );
     assert.match(routerRoute(lab, VIP4), /BGP\.community: \(65001,100\)/);
+
+    // The router hashes on ports too: connections from one client spread over all three.
+    const chosen = new Map<string, number>();
+    for (let sport = 20000; sport < 20060; sport++) {
+      const out = lab.router.exec("ip", [
+        "-j",
+        "route",
+        "get",
+        VIP4.split("/")[0],
+        "from",
+        CLIENT4,
+        "iif",
+        "front",
+        "ipproto",
+        "tcp",
+        "sport",
+        String(sport),
+        "dport",
+        "80",
+      ]);
+      const hop = (JSON.parse(out) as { gateway: string }[])[0].gateway;
+      chosen.set(hop, (chosen.get(hop) ?? 0) + 1);
+    }
+    assert.deepEqual([...chosen.keys()].sort(), all4);
+    for (const [hop, n] of chosen) assert.ok(n >= 5, `${hop}: ${n} of 60 flows`);
   });
 
   test("a VIP-set change and a community/MED change reset no session; the router sees them", async () => {
@@ -407,7 +432,6 @@ describe("BGP announcement through BIRD", { skip: !isRoot() && "needs root" }, (
     assert.equal(second.started.ok, false);
     assert.equal(second.started.error.kind, "device");
     assert.match(second.started.error.message, /another process holds it/);
-    assert.equal(INSTANCE_ASN, 65001);
   });
 
   test("an instance that goes silent (link cut, no FIN): BFD withdraws it well before the hold time (measured)", async () => {

@@ -3,8 +3,9 @@
 // stand-in for `nflb run`. Everything lives in namespaces and a temporary directory made
 // here; nothing touches the root namespace.
 //
-//   router ──── br0 (in "sw") ──── lb1, lb2, lb3 (and whatever a test attaches: targets)
+//   client ──── router ──── br0 (in "sw") ──── lb1, lb2, lb3 (and what a test attaches)
 //
+//   front 10.74.0.0/24 and fd74::/64 (with {client: true}): client .10 / ::10, router .1 / ::1.
 //   LAN 10.73.0.0/24 and fd73::/64: router .1 / ::1, instance i at .(11+i) / ::(11+i).
 //   The router's BIRD: kernel protocols with `merge paths` (one route, one next hop per
 //   announcing instance), BFD, one session per instance and family (AS 65000 <-> 65001),
@@ -29,6 +30,11 @@ export const ROUTER_ASN = 65000;
 export const INSTANCE_ASN = 65001;
 export const ROUTER4 = "10.73.0.1";
 export const ROUTER6 = "fd73::1";
+/** The client network in front of the router (bgpLab(n, {client: true})). */
+export const CLIENT4 = "10.74.0.10";
+export const CLIENT6 = "fd74::10";
+export const ROUTER_FRONT4 = "10.74.0.1";
+export const ROUTER_FRONT6 = "fd74::1";
 export const instanceAddr4 = (i: number) => `10.73.0.${11 + i}`;
 export const instanceAddr6 = (i: number) => `fd73::${11 + i}`;
 /** BFD on every session of the lab: 100 ms x 3. */
@@ -61,6 +67,8 @@ export interface BgpLab {
   router: Netns;
   routerBird: BirdDaemon;
   instances: LabInstance[];
+  /** With `client: true`: a namespace behind the router (CLIENT4/CLIENT6, default via it). */
+  client?: Netns;
   /** Attaches another namespace to the LAN (e.g. a target), with these addresses. */
   attach(ns: Netns, ifname: string, addrs: string[]): void;
   /** The switch port (in `sw`) of an attached namespace: set it down to cut that host off. */
@@ -116,7 +124,7 @@ export function instanceSpec(include: string, socket: string, bfd = true): BgpSp
   };
 }
 
-export async function bgpLab(count: number): Promise<BgpLab> {
+export async function bgpLab(count: number, options: { client?: boolean } = {}): Promise<BgpLab> {
   const topo = new Topology();
   const dir = mkdtempSync(join(tmpdir(), "nflb-bgplab-"));
   const daemons: BirdDaemon[] = [];
@@ -129,7 +137,8 @@ export async function bgpLab(count: number): Promise<BgpLab> {
     const sw = topo.add("sw");
     const router = topo.add("rt");
     const nss = Array.from({ length: count }, (_, i) => topo.add(`lb${i + 1}`));
-    for (const ns of [sw, router, ...nss]) {
+    const client = options.client ? topo.add("cl") : undefined;
+    for (const ns of [sw, router, ...nss, ...(client ? [client] : [])]) {
       ns.sysctl("net.ipv6.conf.all.accept_dad", "0");
       ns.sysctl("net.ipv6.conf.default.accept_dad", "0");
     }
@@ -153,6 +162,14 @@ export async function bgpLab(count: number): Promise<BgpLab> {
     // Hash flows on addresses and ports: a connection stays on one instance.
     router.sysctl("net.ipv4.fib_multipath_hash_policy", "1");
     router.sysctl("net.ipv6.fib_multipath_hash_policy", "1");
+    if (client) {
+      link(client, "eth0", [`${CLIENT4}/24`, `${CLIENT6}/64`], router, "front", [
+        `${ROUTER_FRONT4}/24`,
+        `${ROUTER_FRONT6}/64`,
+      ]);
+      client.exec("ip", ["route", "add", "default", "via", ROUTER_FRONT4]);
+      client.exec("ip", ["-6", "route", "add", "default", "via", ROUTER_FRONT6]);
+    }
 
     const routerDir = join(dir, "rt");
     mkdirSync(routerDir);
@@ -182,7 +199,7 @@ export async function bgpLab(count: number): Promise<BgpLab> {
     });
     await routerBird.start();
     for (const inst of instances) await inst.bird.start();
-    return { topo, dir, sw, router, routerBird, instances, attach, portOf, destroy };
+    return { topo, dir, sw, router, routerBird, instances, client, attach, portOf, destroy };
   } catch (err) {
     await destroy();
     throw err;
