@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { CliError, fail } from "./common.js";
+import { registerDashboardCommands } from "./dashboard.js";
 import { registerFlowCommands } from "./flows.js";
 import { registerInspectCommands } from "./inspect.js";
 import { registerLbCommand } from "./lb.js";
@@ -38,6 +39,7 @@ registerInspectCommands(program);
 registerSetupCommands(program);
 registerFlowCommands(program);
 registerTraceCommands(program);
+registerDashboardCommands(program);
 
 // An unknown command is an error, also with --help (commander would print the top-level
 // help and exit 0).
