@@ -90,10 +90,10 @@ function printState(d: ReturnType<typeof describeState>): void {
     `  targets: ${active} active of ${d.targets.length} known, ${inTable} in the table`,
   ];
   if (d.targets.length > 0) {
-    lines.push("    fwmark      weight  active  admin     health   table      entries   share");
+    lines.push("    fwmark      weight  active  admin     health   table         entries   share");
     for (const t of d.targets) {
       lines.push(
-        `    ${String(t.fwmark).padEnd(10)}  ${String(t.weight).padStart(6)}  ${(t.active ? "yes" : "no").padEnd(6)}  ${t.admin.padEnd(8)}  ${t.health.padEnd(7)}  ${(t.inTable ? "in" : `out:${t.reason}`).padEnd(9)}  ${String(t.entries).padStart(7)}  ${(t.share * 100).toFixed(2).padStart(6)}%`,
+        `    ${String(t.fwmark).padEnd(10)}  ${String(t.weight).padStart(6)}  ${(t.active ? "yes" : "no").padEnd(6)}  ${t.admin.padEnd(8)}  ${t.health.padEnd(7)}  ${(t.inTable ? (t.reason === "kept-last" ? "in:kept" : "in") : `out:${t.reason}`).padEnd(12)}  ${String(t.entries).padStart(7)}  ${(t.share * 100).toFixed(2).padStart(6)}%`,
       );
     }
   }

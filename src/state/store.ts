@@ -18,6 +18,7 @@ import { rethrowAs } from "../domain/errors.js";
 import { parseFwmark } from "../domain/fwmark.js";
 import {
   buildMaglevTable,
+  DEFAULT_TABLE_SIZE,
   isPrime,
   MAX_TABLE_SIZE,
   MIN_TABLE_SIZE,
@@ -48,6 +49,7 @@ import {
 } from "./layout.js";
 import {
   type AllDownPolicy,
+  activateTargets,
   checkTargets,
   DEFAULT_ALL_DOWN_POLICY,
   decideTable,
@@ -233,6 +235,52 @@ export function initState(opts: InitOptions): InitResult {
   }
   writeStateFile(config, 1, opts.allDownPolicy ?? DEFAULT_ALL_DOWN_POLICY, []);
   return { path, created: true, message };
+}
+
+/**
+ * What `nflb setup` needs in the daemon modes: the load balancer's state (created with
+ * default settings, room for at least these targets, if there is none) with these targets
+ * active at these weights (0: in the set, no new flows), in one generation. Returns
+ * whether it created the state, so that a failed setup can remove it again; if the
+ * activation fails, a state created here is removed.
+ */
+export function ensureActiveTargets(
+  name: string,
+  targets: readonly { fwmark: number; weight: number }[],
+): { created: boolean } {
+  let created = false;
+  const existing = tryOpenState(name);
+  if (existing) existing.close();
+  else {
+    initState({
+      name,
+      tableSize: DEFAULT_TABLE_SIZE,
+      maxTargets: Math.max(DEFAULT_MAX_TARGETS, targets.length),
+      ownFwmark: 0,
+      hashSeed: 0,
+      sctpPortsOnly: true,
+      sctpEncapPort: 0,
+    });
+    created = true;
+  }
+  try {
+    const state = openState(name);
+    try {
+      state.update((slots) => {
+        for (const t of targets) {
+          activateTargets(slots, [t.fwmark], t.weight, state.config.maxTargets, {
+            allowZero: true,
+          });
+        }
+      });
+    } finally {
+      state.close();
+    }
+  } catch (err) {
+    if (created) deleteState(name);
+    throw err;
+  }
+  return { created };
 }
 
 /** Removes a load balancer's state file, damaged or not. False if there was none. */
