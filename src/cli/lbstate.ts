@@ -4,7 +4,12 @@ import { rmSync } from "node:fs";
 import type { Command } from "commander";
 import { readCounters } from "../dataplane/counters.js";
 import { MAX_WEIGHT } from "../domain/weight.js";
-import { DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, tableShares } from "../maglev/maglev.js";
+import {
+  DEFAULT_TABLE_SIZE,
+  MAX_TABLE_SIZE,
+  MIN_TABLE_SIZE,
+  tableShares,
+} from "../maglev/maglev.js";
 import { countersPath } from "../paths.js";
 import { type RepairSettings, repairState } from "../state/repair.js";
 import {
@@ -210,14 +215,14 @@ export function registerStateCommands(program: Command): void {
   )
     .option(
       "--M <size>",
-      `Maglev table size, a prime (3..${MAX_TABLE_SIZE})`,
-      intArg(0, 0x7fffffff),
+      `Maglev table size, a prime (${MIN_TABLE_SIZE}..${MAX_TABLE_SIZE}; another number becomes the prime below it)`,
+      intArg(MIN_TABLE_SIZE, MAX_TABLE_SIZE, "Maglev table size"),
       DEFAULT_TABLE_SIZE,
     )
     .option(
       "--N <count>",
       `maximum number of targets (1..${MAX_MAX_TARGETS})`,
-      intArg(0, 0x7fffffff),
+      intArg(1, MAX_MAX_TARGETS, "number of targets"),
       DEFAULT_MAX_TARGETS,
     )
     .option("--ownfw <fwmark>", "this instance's own fwmark in a load-balancer tier", fwmarkArg)
