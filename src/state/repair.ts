@@ -10,6 +10,7 @@
 // the defaults. On a healthy state, --force with other settings rebuilds it with them and
 // keeps the targets.
 import { closeSync, constants, openSync, readFileSync } from "node:fs";
+import { MAX_TABLE_SIZE, MIN_TABLE_SIZE } from "../maglev/maglev.js";
 import { LOCK_EX, loadAddon } from "../native/addon.js";
 import { tableChecksum } from "./checksum.js";
 import {
@@ -68,7 +69,9 @@ function candidateAt(raw: Uint8Array, offset: number, expectBytes: number): Cand
   const words = new Uint32Array(raw.buffer, raw.byteOffset + offset, (raw.length - offset) >>> 2);
   const settings = stampSettings(words);
   const g: StateGeometry = { tableSize: settings.tableSize, maxTargets: settings.maxTargets };
-  if (g.tableSize < 3 || g.tableSize > 1_000_003 || g.maxTargets < 1) return undefined;
+  if (g.tableSize < MIN_TABLE_SIZE || g.tableSize > MAX_TABLE_SIZE || g.maxTargets < 1) {
+    return undefined;
+  }
   if (g.maxTargets > MAX_MAX_TARGETS || bufferBytes(g) !== expectBytes) return undefined;
   const buffer = words.subarray(0, expectBytes / 4);
   if (targetsProblem(buffer, g) !== undefined) return undefined;
