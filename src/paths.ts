@@ -92,9 +92,18 @@ export function controlSocketPath(name: string): string {
   return join(netnsDir(), `${parseLbName(name)}.sock`);
 }
 
-/** The token the dashboard and the HTTP API ask for (mode 0600). */
+/**
+ * The token the dashboard and the HTTP API ask for off loopback (mode 0600). It must
+ * outlive restarts and reboots (it is in bookmarks and Prometheus configs), so it lives
+ * under /var/lib; NFLB_HTTP_TOKEN_FILE moves it.
+ */
 export function dashboardTokenPath(): string {
-  return join(netnsDir(), "dashboard.token");
+  return process.env.NFLB_HTTP_TOKEN_FILE || "/var/lib/nflb/http-token";
+}
+
+/** The address of this namespace's running HTTP endpoint, for `nflb dashboard-url`. */
+export function endpointRecordPath(): string {
+  return join(netnsDir(), "http.json");
 }
 
 /** The file nflb writes for BIRD to include (VIP announcements). */

@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { CliError, fail } from "./common.js";
+import { registerDashboardCommands } from "./dashboard.js";
 import { registerFlowCommands } from "./flows.js";
 import { registerInspectCommands } from "./inspect.js";
 import { registerLbCommand } from "./lb.js";
@@ -40,6 +41,7 @@ registerInspectCommands(program);
 registerSetupCommands(program);
 registerFlowCommands(program);
 registerTraceCommands(program);
+registerDashboardCommands(program);
 
 // An unknown command is an error, also with --help (commander would print the parent's
 // help and exit 0): the words before the first option must name commands.

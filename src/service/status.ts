@@ -129,3 +129,10 @@ export interface TargetSample {
   pps: number;
   bps: number;
 }
+
+/** One target's samples, oldest first: what GET /api/history serves per target. */
+export interface TargetHistory {
+  service: string;
+  fwmark: number;
+  samples: TargetSample[];
+}
