@@ -35,5 +35,11 @@ export {
 } from "./probe/index.js";
 export { type HealthSink, MemorySink, type TargetHealthChange } from "./sink.js";
 export * from "./spec.js";
+export {
+  MissingTargetsError,
+  recordHealth,
+  StateHealthSink,
+  type StateHealthSinkOptions,
+} from "./state-sink.js";
 export { type TargetHealthStatus, targetHealthStatus, transitionEvent } from "./status.js";
 export { HealthConfigError, validateServices } from "./validate.js";
