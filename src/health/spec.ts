@@ -93,20 +93,5 @@ export interface HealthServiceSpec {
   warmupMs: number;
 }
 
-/** Defaults the config fills in (the values HAProxy users expect: rise 2, fall 3, 2xx/3xx). */
-export const HEALTH_DEFAULTS = {
-  intervalMs: 2000,
-  fastIntervalMs: 1000,
-  timeoutMs: 1000,
-  rise: 2,
-  fall: 3,
-  jitter: 0.1,
-  warmupMs: 10_000,
-  method: "GET",
-  path: "/",
-  expectStatus: [[200, 399]] as StatusRange[],
-  verify: false,
-} as const;
-
 /** When every target of a service is down: keep the last table (keep-last) or none. */
 export type AllDownPolicy = "keep-last" | "none";
