@@ -6,8 +6,8 @@ import { parseEndpoint } from "../domain/endpoint.js";
 import { readCounters as readRuleCounters, readSetupRecord } from "../netfilter/index.js";
 import { readQueueProcStats } from "../nfqueue/procstats.js";
 import { flowHash, formatInfo, infoFromTuple, PacketInfo, protoNumber } from "../packet/index.js";
-import { openState, tryOpenState } from "../state/store.js";
-import { action, addNameOption, CliError, printJson } from "./common.js";
+import { openState, stateProblem, tryOpenState } from "../state/store.js";
+import { action, addNameOption, CliError, printJson, warn } from "./common.js";
 
 export function registerInspectCommands(program: Command): void {
   addNameOption(
@@ -29,6 +29,7 @@ export function registerInspectCommands(program: Command): void {
         }
         const state = openState(opts.name);
         try {
+          state.snapshot(); // a damaged state is an error, not "no target"
           const view = new LbView(state);
           view.refresh();
           const info = new PacketInfo();
@@ -68,7 +69,10 @@ export function registerInspectCommands(program: Command): void {
       action((opts: { name: string; json?: boolean }) => {
         const queues = readCounters(opts.name);
         // Statistic mode has rules but no Maglev state: counters come from the rules then.
-        const state = tryOpenState(opts.name);
+        // A damaged state: the counters are still shown, without per-target totals.
+        const damage = stateProblem(opts.name);
+        if (damage !== undefined) warn(`the state is damaged (${damage}): no per-target totals`);
+        const state = damage === undefined ? tryOpenState(opts.name) : undefined;
         let fwmarkBySlot = new Map<number, number>();
         if (state) {
           try {
@@ -85,7 +89,7 @@ export function registerInspectCommands(program: Command): void {
           });
         }
         const record = readSetupRecord(opts.name);
-        if (!state && !record && queues.length === 0) {
+        if (!state && damage === undefined && !record && queues.length === 0) {
           throw new CliError(
             `no load balancer named "${opts.name}": nothing set up, no state, no daemon counters`,
           );
@@ -116,6 +120,7 @@ export function registerInspectCommands(program: Command): void {
             `queue ${q.queue}: ${q.running ? `running (pid ${q.pid})` : "stopped"}, packets ${q.packets}, batches ${q.batches}, marked ${q.marked}`,
             `  no target: dropped ${q.noTargetDropped}, marked ${q.noTargetMarked}; invalid: dropped ${q.invalidDropped}, accepted ${q.invalidAccepted}; send errors ${q.sendErrors}`,
           );
+          if (q.stateDamage > 0) out.push(`  state damage found ${q.stateDamage} times`);
         }
         for (const q of queues) {
           const fr = q.fragments;

@@ -53,6 +53,8 @@ export const C = {
   fragLaterSeen: 68,
   noFlowDropped: 69,
   noFlowMarked: 70,
+  /** Damage episodes of the shared state (a copy or audit that did not verify). */
+  stateDamage: 71,
   /** maxTargets words: packets per target slot. */
   perSlot: 72,
 } as const;
@@ -120,6 +122,7 @@ export interface QueueCounters {
   tierForwarded: number;
   noFlowDropped: number;
   noFlowMarked: number;
+  stateDamage: number;
   invalidByReason: Record<number, number>;
   fragments: Record<keyof typeof FRAGMENT_COUNTERS, number>;
   perSlot: number[];
@@ -173,6 +176,7 @@ export function readCounters(name: string): QueueCounters[] {
       tierForwarded: w[C.tierForwarded],
       noFlowDropped: w[C.noFlowDropped],
       noFlowMarked: w[C.noFlowMarked],
+      stateDamage: w[C.stateDamage],
       invalidByReason,
       fragments: Object.fromEntries(
         Object.entries(FRAGMENT_COUNTERS).map(([key, index]) => [key, w[index]]),

@@ -45,9 +45,14 @@ const LOG_LEVEL_POLL_MS = 100;
 /** Runs until a signal stops it; resolves with the process exit code. */
 export async function runDaemon(options: DaemonOptions, log: Logger): Promise<number> {
   // Fail before starting any worker if the load balancer does not exist.
+  // A damaged state is refused here, in one line that says how to repair it.
   const state = openState(options.name);
   const { tableSize, maxTargets, ownFwmark } = state.config;
-  state.close();
+  try {
+    state.snapshot();
+  } finally {
+    state.close();
+  }
   if (options.tier !== undefined) {
     if (ownFwmark === 0) {
       throw new Error(

@@ -208,19 +208,63 @@ function traceTarget(lbName: string, v: LbView): void {
   );
 }
 
+/**
+ * Opens the state and takes its table. On a re-created file, the current state and table
+ * stay in use unless the new file gives a good copy.
+ */
 function attachState(): void {
-  state = openState(config.name);
-  view = new LbView(state);
+  const next = openState(config.name);
+  const nextView = new LbView(next);
+  const changed = nextView.refresh();
+  if (view !== undefined && changed === undefined) {
+    next.close();
+    throw new Error(nextView.damaged ? `it is damaged (${nextView.lastDamage})` : "it is busy");
+  }
+  state = next;
+  view = nextView;
   classifyOptions = {
     sctpPortsOnly: state.config.sctpPortsOnly,
     sctpEncapPort: state.config.sctpEncapPort,
   };
-  refreshView();
+  takeChanges(changed);
+}
+
+/** Per view: damage episodes already counted and logged, and whether it was damaged. */
+const damageSeen = new WeakMap<LbView, { count: number; damaged: boolean }>();
+
+/**
+ * Counts a view's new damage episodes and logs each once (the view keeps its last table),
+ * and says once when its state verifies again.
+ */
+function reportDamage(lbName: string, v: LbView): void {
+  const seen = damageSeen.get(v);
+  if (v.damageCount === (seen?.count ?? 0) && v.damaged === (seen?.damaged ?? false)) return;
+  const q = config.queue.queue;
+  if (v.damageCount !== (seen?.count ?? 0)) {
+    counters[C.stateDamage] += v.damageCount - (seen?.count ?? 0);
+    post({
+      type: "log",
+      level: "warning",
+      message: `queue ${q}: state of "${lbName}" is damaged (${v.lastDamage}): keeping the table of generation ${v.generation}; repair: nflb init --force --name ${lbName}`,
+    });
+  } else if (!v.damaged) {
+    post({
+      type: "log",
+      level: "notice",
+      message: `queue ${q}: state of "${lbName}" verifies again (generation ${v.generation})`,
+    });
+  }
+  damageSeen.set(v, { count: v.damageCount, damaged: v.damaged });
 }
 
 function refreshView(): void {
-  const changed = view.refresh();
-  if (!changed) return; // a writer is busy; the next batch tries again
+  takeChanges(view.refresh());
+}
+
+/** After a refresh of the own view: counters, traces and a log line for a new table. */
+function takeChanges(changed: number[] | undefined): void {
+  reportDamage(config.name, view);
+  if (!changed) return; // a writer is busy, or damage; the next change tries again
   for (const slot of changed) counters[C.perSlot + slot] = 0;
   counters[C.tableChanges]++;
   counters[C.generation] = view.generation;
@@ -240,10 +284,12 @@ function followConfig(): number {
     if (v.stale() && v.refresh() !== undefined && (traceBits & TraceBit.target) !== 0) {
       traceTarget(flowLbViewNames[k], v);
     }
+    reportDamage(flowLbViewNames[k], v);
   }
   if (tier?.stale() && tier.refresh() !== undefined && (traceBits & TraceBit.target) !== 0) {
     traceTarget(config.tier ?? "tier", tier);
   }
+  if (tier) reportDamage(config.tier ?? "tier", tier);
   const now = Date.now();
   if (now - flowsCheckedAt >= FLOWS_CHECK_MS) refreshFlows(now);
   return now;
@@ -484,7 +530,24 @@ function refreshTraceFlows(now: number): void {
   }
 }
 
-/** Once a second: publish socket counters, follow a re-created state file. */
+/** Verifies the shared states in place: damage that came without a new generation. */
+function auditStates(): void {
+  view.audit();
+  reportDamage(config.name, view);
+  for (let k = 0; k < flowLbViews.length; k++) {
+    flowLbViews[k].audit();
+    reportDamage(flowLbViewNames[k], flowLbViews[k]);
+  }
+  if (tier) {
+    tier.audit();
+    reportDamage(config.tier ?? "tier", tier);
+  }
+}
+
+/** A re-created state file that could not be loaded (not tried again). */
+let reloadFailedInode = -1;
+
+/** Once a second: publish socket counters, verify and follow the state files. */
 function housekeeping(): void {
   counters[C.updatedAt] = Date.now();
   // Table and flow changes are picked up at the next batch; a tracer of them should not
@@ -497,6 +560,7 @@ function housekeeping(): void {
   snapshotBits = traceBits;
   // Entries expire even when no fragment arrives.
   fragments?.afterBatch(Date.now());
+  auditStates();
   counters[C.sendErrors] = queue.stats.sendErrors;
   counters[C.recvErrors] = queue.stats.recvErrors;
   let inode = -1;
@@ -505,7 +569,7 @@ function housekeeping(): void {
   } catch {
     // deleted: keep balancing with the last configuration until it comes back
   }
-  if (inode !== -1 && inode !== state.inode) {
+  if (inode !== -1 && inode !== state.inode && inode !== reloadFailedInode) {
     try {
       const old = state;
       attachState();
@@ -516,10 +580,11 @@ function housekeeping(): void {
         message: `state file ${state.path} was re-created; reloaded`,
       });
     } catch (err) {
+      reloadFailedInode = inode; // said once per file
       post({
         type: "log",
         level: "warning",
-        message: `cannot reload state: ${(err as Error).message}`,
+        message: `cannot reload the re-created state, keeping the current table: ${(err as Error).message}`,
       });
     }
   }

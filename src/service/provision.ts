@@ -25,6 +25,7 @@ import {
 } from "../netfilter/index.js";
 import {
   activateTargets,
+  checkSettings,
   DEFAULT_MAX_TARGETS,
   deactivateTargets,
   deleteState,
@@ -194,7 +195,7 @@ function planState(s: ServiceSpec): StatePlan | undefined {
     checkTierPeers(s.setup, settings.ownFwmark);
     if (!usesState(s)) return undefined;
     try {
-      normalizeTableSize(settings.tableSize);
+      checkSettings({ name, ...settings });
       return { create: settings, ...setServiceTargets([], s.setup.targets, settings.maxTargets) };
     } catch (err) {
       return fail(err);

@@ -17,6 +17,10 @@ const slot = (slot: number, fwmark: number, weight = 1, active = true): TargetSl
   fwmark,
   weight,
   active,
+  admin: "enabled",
+  health: "unknown",
+  downSeq: 0,
+  inTable: false,
 });
 const want = (...marks: [number, number][]) =>
   marks.map(([fwmark, weight]) => ({ fwmark, address: `10.0.0.${fwmark}`, weight }));
@@ -44,6 +48,14 @@ describe("setServiceTargets: the state's active targets become the service's", (
     const r = setServiceTargets(t, want([1, 1], [3, 1]), 2);
     assert.deepEqual(r, { activate: [3], deactivate: [2] });
     assert.deepEqual(t, [slot(0, 1), slot(1, 3)]);
+  });
+
+  test("a target left out keeps its admin state and health (for when it returns)", () => {
+    const t = [{ ...slot(0, 1), admin: "drain" as const, health: "down" as const }, slot(1, 2)];
+    setServiceTargets(t, want([2, 1]), 2);
+    assert.deepEqual(t[0], { ...slot(0, 1, 1, false), admin: "drain", health: "down" });
+    setServiceTargets(t, want([1, 1], [2, 1]), 2);
+    assert.deepEqual(t[0], { ...slot(0, 1), admin: "drain", health: "down" });
   });
 
   test("a deactivated target is activated again; a new weight counts as a change", () => {
