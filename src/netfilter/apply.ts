@@ -35,7 +35,7 @@ import {
   tunRemove,
 } from "./live.js";
 import {
-  netnsIdentity,
+  netnsId,
   readRecord,
   removeRecord,
   type SetupRecord,
@@ -410,7 +410,7 @@ export async function setup(spec: SetupSpec, options: SetupOptions = {}): Promis
           );
         }
       }
-      const base = { version: 1 as const, name: n.name, netns: netnsIdentity(), spec };
+      const base = { version: 1 as const, name: n.name, netns: netnsId(), spec };
       const both = previous ? [plan, previous] : [plan];
       const undo: Undo[] = [
         { what: "record", fn: () => (previous && old ? writeRecord(old) : removeRecord(n.name)) },

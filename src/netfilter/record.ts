@@ -36,7 +36,12 @@ import { NAME_PATTERN } from "./validate.js";
 export interface SetupRecord {
   version: 1;
   name: string;
-  netns: { inode: number; dev: number };
+  /**
+   * The namespace the record is of. The directory is named after the inode, which a later
+   * namespace may get once this one is gone; the cookie (absent in records of older
+   * versions, or where the kernel has none) tells them apart.
+   */
+  netns: NetnsId;
   /** applying: a setup was under way (or crashed); failed: a rollback/teardown was incomplete. */
   state: "applying" | "applied" | "failed";
   spec: SetupSpec;
@@ -49,9 +54,42 @@ export interface SetupRecord {
 export interface BuiltinOwnership {
   chains: { family: "ip" | "ip6"; table: string; chain: string }[];
   tables: { family: "ip" | "ip6"; table: string }[];
+  /** The cookie of the namespace the claims are about (see SetupRecord.netns). */
+  netnsCookie?: string;
 }
 
-export { netnsIdentity };
+export interface NetnsId {
+  inode: number;
+  dev: number;
+  cookie?: string;
+}
+
+let cookie: { value: string | undefined } | undefined;
+
+/** This namespace's cookie, or undefined on a kernel without SO_NETNS_COOKIE (< 5.14). */
+function netnsCookie(): string | undefined {
+  // A process stays in its namespace (setns is not used): one query is enough.
+  if (!cookie) {
+    try {
+      cookie = { value: loadAddon().netnsCookie() };
+    } catch {
+      cookie = { value: undefined };
+    }
+  }
+  return cookie.value;
+}
+
+/** This network namespace: inode and device of its nsfs file, and its cookie. */
+export function netnsId(): NetnsId {
+  const c = netnsCookie();
+  return { ...netnsIdentity(), ...(c ? { cookie: c } : {}) };
+}
+
+/** Whether a file's recorded cookie says it is of a namespace that is gone. */
+function ofDeadNamespace(recorded: string | undefined): boolean {
+  const current = netnsCookie();
+  return recorded !== undefined && current !== undefined && recorded !== current;
+}
 
 const TMP_MARK = ".tmp-";
 
@@ -92,11 +130,12 @@ export function readRecord(name: string): SetupRecord | undefined {
   const rec = readJson<SetupRecord>(recordPath(name));
   if (!rec) return undefined;
   const id = netnsIdentity();
-  // Same inode on another device would be another namespace filesystem: not ours.
+  // Same inode on another device would be another namespace filesystem: not ours; the
+  // same inode with another cookie, a namespace that is gone.
   if (rec.version !== 1 || rec.netns?.inode !== id.inode || rec.netns?.dev !== id.dev) {
     return undefined;
   }
-  return rec;
+  return ofDeadNamespace(rec.netns.cookie) ? undefined : rec;
 }
 
 export function writeRecord(rec: SetupRecord): void {
@@ -122,13 +161,22 @@ export function listRecords(): string[] {
 
 export function readOwnership(): BuiltinOwnership {
   const o = readJson<BuiltinOwnership>(builtinOwnershipPath());
-  return { chains: o?.chains ?? [], tables: o?.tables ?? [] };
+  if (!o || ofDeadNamespace(o.netnsCookie)) return { chains: [], tables: [] };
+  return { chains: o.chains ?? [], tables: o.tables ?? [] };
 }
 
 export function writeOwnership(o: BuiltinOwnership): void {
   const path = builtinOwnershipPath();
   if (o.chains.length === 0 && o.tables.length === 0) removeFile(path);
-  else writeAtomic(path, `${JSON.stringify(o, null, 2)}\n`);
+  else {
+    const c = netnsCookie();
+    const text = JSON.stringify(
+      { chains: o.chains, tables: o.tables, ...(c ? { netnsCookie: c } : {}) },
+      null,
+      2,
+    );
+    writeAtomic(path, `${text}\n`);
+  }
 }
 
 /** Whether the open file `fd` is still the file at `path` (not removed or replaced). */
@@ -140,10 +188,25 @@ function stillAt(fd: number, path: string): boolean {
   }
 }
 
-/** Half-written files of a process that died while holding the lock (all writes hold it). */
-function removeTemporaries(dir: string): void {
+/**
+ * What processes left that died while holding the lock (all writes hold it): half-written
+ * files; and the records and builtin claims of a namespace that is gone, whose directory
+ * this one inherited with its inode.
+ */
+function removeLeftovers(dir: string): void {
   for (const f of readdirSync(dir)) {
-    if (f.includes(TMP_MARK)) rmSync(join(dir, f), { force: true });
+    const path = join(dir, f);
+    if (f.includes(TMP_MARK)) rmSync(path, { force: true });
+    else if (f.endsWith(SETUP_RECORD_SUFFIX) || path === builtinOwnershipPath()) {
+      let recorded: string | undefined;
+      try {
+        const o = JSON.parse(readFileSync(path, "utf8")) as Partial<SetupRecord & BuiltinOwnership>;
+        recorded = o.netns?.cookie ?? o.netnsCookie;
+      } catch {
+        continue; // unreadable: readRecord reports it
+      }
+      if (ofDeadNamespace(recorded)) rmSync(path, { force: true });
+    }
   }
 }
 
@@ -194,7 +257,7 @@ export async function withNetnsLock<T>(fn: () => T | Promise<T>, timeoutMs = 15_
     // For the message of a waiting process only.
     ftruncateSync(fd, 0);
     writeSync(fd, String(process.pid), 0);
-    removeTemporaries(dir);
+    removeLeftovers(dir);
     return await fn();
   } finally {
     rmSync(lock, { force: true });

@@ -95,6 +95,21 @@ export const KILL_MODES: Record<string, KillMode> = {
   },
 };
 
+/** nflb's run directory of `ns` (per namespace, named after its nsfs inode). */
+export function runDirOf(ns: Netns): string {
+  const inode = ns.exec("stat", ["-L", "-c", "%i", "/proc/self/ns/net"]).trim();
+  return join(process.env.NFLB_RUN_DIR || "/run/nflb", `netns-${inode}`);
+}
+
+/**
+ * A new namespace may get the inode of one that is gone, and with it what nflb (or
+ * anything else) left in that one's run directory: tests that compare the directory
+ * start from an empty one.
+ */
+export function clearRunDir(ns: Netns): void {
+  rmSync(runDirOf(ns), { recursive: true, force: true });
+}
+
 /**
  * A namespace to set up in, linked to a peer namespace (the dsr targets' network:
  * 10.100.0.0/24, fd00:100::/64), quiet: no duplicate address detection, its link-local
@@ -102,6 +117,7 @@ export const KILL_MODES: Record<string, KillMode> = {
  */
 export async function sweepNamespace(topo: Topology, role: string): Promise<Netns> {
   const lb = topo.add(role);
+  clearRunDir(lb);
   const peer = topo.add(`${role}p`);
   for (const ns of [lb, peer]) {
     ns.sysctl("net.ipv6.conf.all.accept_dad", "0");
