@@ -2,10 +2,19 @@
 // ports), the fragment table remembers it, later fragments follow it. Later fragments
 // that overtake the first are copied and held; once the first arrives they are written
 // back into the stack through a TUN device, pass the queue again and find their target.
-import { FragmentTable, type FragTableConfig, FragVerdict } from "../fragments/table.js";
+import {
+  FragmentTable,
+  FragOutcome,
+  type FragTableConfig,
+  FragVerdict,
+  fragVerdict,
+} from "../fragments/table.js";
 import { loadAddon, type NativeAddon } from "../native/addon.js";
 import { FragKind, type PacketInfo } from "../packet/index.js";
 import { C } from "./counters.js";
+
+/** markFor's outcome when the queue copied less than the whole fragment. */
+export const TRUNCATED = -1;
 
 export interface FragmentOptions {
   /** Persistent TUN device for re-injection (created by `nflb setup --fragments`). */
@@ -17,7 +26,8 @@ export class FragmentHandler {
   readonly table: FragmentTable;
   private readonly addon: NativeAddon;
   private readonly tunFd: number;
-  private ready = 0;
+  /** What the table did with the last fragment, or TRUNCATED (the copy was not whole). */
+  outcome: number = FragOutcome.Forwarded;
 
   constructor(
     options: FragmentOptions,
@@ -44,23 +54,24 @@ export class FragmentHandler {
     now: number,
   ): number {
     if (info.fragKind === FragKind.First) {
-      this.ready += this.table.first(info, firstMark | 0, now);
+      this.outcome = this.table.first(info, firstMark | 0, now);
       // A duplicate first fragment keeps the target its datagram already has.
       return this.table.target >>> 0;
     }
     // A held copy must be the whole fragment; the fragment queue copies whole packets.
     if (len < origLen) {
       this.counters[C.fragTruncated]++;
+      this.outcome = TRUNCATED;
       return 0;
     }
-    const verdict = this.table.later(info, buf, off, len, now);
-    return verdict === FragVerdict.Forward ? this.table.target >>> 0 : 0;
+    const outcome = this.table.later(info, buf, off, len, now);
+    this.outcome = outcome;
+    return fragVerdict(outcome) === FragVerdict.Forward ? this.table.target >>> 0 : 0;
   }
 
   /** After each batch: re-inject what became ready, expire old entries, publish counters. */
   afterBatch(now: number): void {
-    if (this.ready > 0) {
-      this.ready = 0;
+    if (this.table.ready > 0) {
       this.table.drainReady((bytes, off, len) => {
         const written = this.addon.fdWrite(this.tunFd, bytes.subarray(off, off + len), len);
         if (written < 0) this.counters[C.fragReinjectErrors]++;

@@ -14,6 +14,9 @@ import { flowsVersion, readFlows } from "../state/flowstore.js";
 import { openState, type StateFile } from "../state/store.js";
 import { Kind, PER_PACKET_BITS, TraceBit } from "../trace/kinds.js";
 import {
+  FRAG_EVENT_OF_OUTCOME,
+  FRAG_REASON_OF_OUTCOME,
+  FRAG_TRUNCATED_REASON,
   type FragEvent,
   flowConfJson,
   fragJson,
@@ -24,7 +27,7 @@ import {
 } from "../trace/record.js";
 import { TraceRing } from "../trace/ring.js";
 import { C, INVALID_REASON_SLOTS, mapCounters } from "./counters.js";
-import { FragmentHandler, type FragmentOptions } from "./fraghandler.js";
+import { FragmentHandler, type FragmentOptions, TRUNCATED } from "./fraghandler.js";
 import { LbView, NO_SLOT } from "./lbview.js";
 
 export interface WorkerConfig {
@@ -107,8 +110,6 @@ const decision: PacketDecision = {
   fwmark: -1,
   reason: null,
 };
-/** Fragment table counters before a fragment is handled (frag traces tell the outcome). */
-const fragBefore = new Float64Array(9);
 
 function traceEvent(kind: number, record: string): void {
   post({ type: "trace", kind, record });
@@ -142,42 +143,11 @@ function tracePacket(
   }
 }
 
-function fragSnapshot(f: FragmentHandler): void {
-  const c = f.table.counters;
-  fragBefore[0] = c.stored;
-  fragBefore[1] = c.droppedPoolFull;
-  fragBefore[2] = c.droppedTooBig;
-  fragBefore[3] = c.droppedTableFull;
-  fragBefore[4] = c.droppedPoisoned;
-  fragBefore[5] = c.firstDuplicate;
-  fragBefore[6] = c.firstPoisoned;
-  fragBefore[7] = c.firstUntracked;
-  fragBefore[8] = counters[C.fragTruncated];
-}
-
-/** What the fragment table did with the fragment just handled, from its counters. */
-function fragOutcome(
-  f: FragmentHandler,
-  mark: number,
-): { event: FragEvent; reason: string | null } {
-  const c = f.table.counters;
-  if (info.fragKind === FragKind.First) {
-    if (mark === 0) return { event: "dropped", reason: "poisoned" };
-    if (c.firstDuplicate !== fragBefore[5]) return { event: "first", reason: "duplicate" };
-    if (c.firstPoisoned !== fragBefore[6]) return { event: "first", reason: "poisoned" };
-    if (c.firstUntracked !== fragBefore[7]) return { event: "first", reason: "untracked" };
-    return { event: "first", reason: null };
-  }
-  if (mark !== 0) return { event: "forward", reason: null };
-  if (c.stored !== fragBefore[0]) return { event: "held", reason: null };
-  if (c.droppedPoolFull !== fragBefore[1]) return { event: "dropped", reason: "pool-full" };
-  if (c.droppedTooBig !== fragBefore[2]) return { event: "dropped", reason: "too-big" };
-  if (c.droppedTableFull !== fragBefore[3]) return { event: "dropped", reason: "table-full" };
-  if (c.droppedPoisoned !== fragBefore[4]) return { event: "dropped", reason: "poisoned" };
-  if (counters[C.fragTruncated] !== fragBefore[8]) {
-    return { event: "dropped", reason: "truncated-copy" };
-  }
-  return { event: "dropped", reason: null };
+/** What the fragment table did with the fragment just handled (frag traces tell it). */
+function fragOutcome(f: FragmentHandler): { event: FragEvent; reason: string | null } {
+  const o = f.outcome;
+  if (o === TRUNCATED) return { event: "dropped", reason: FRAG_TRUNCATED_REASON };
+  return { event: FRAG_EVENT_OF_OUTCOME[o], reason: FRAG_REASON_OF_OUTCOME[o] };
 }
 
 /** The trace bits housekeeping saw last: a newly selected kind gets the current state. */
@@ -354,7 +324,6 @@ function onBatch(batch: PacketBatch, verdicts: VerdictWriter): void {
     if (fragments !== undefined && info.fragKind !== FragKind.None) {
       // What the hash picked; a later fragment (no ports) follows its first one instead.
       const target = info.fragKind === FragKind.First ? mark : -1;
-      if (tracing || fragTraced) fragSnapshot(fragments);
       mark = fragments.markFor(
         info,
         buf,
@@ -365,7 +334,7 @@ function onBatch(batch: PacketBatch, verdicts: VerdictWriter): void {
         now,
       );
       if (tracing || fragTraced) {
-        const o = fragOutcome(fragments, mark);
+        const o = fragOutcome(fragments);
         if (fragTraced) {
           traceRing?.write(
             Kind.frag,
