@@ -10,7 +10,10 @@ import type { QueueOptions } from "../nfqueue/queue.js";
 import { openState, type StateFile, tryOpenState } from "../state/store.js";
 import { ControlServer } from "../trace/control.js";
 import { TraceHub } from "../trace/hub.js";
+import { Kind, TraceBit } from "../trace/kinds.js";
 import { isLoopbackHost } from "../trace/paths.js";
+import { flowConfJson } from "../trace/record.js";
+import { FLOW_POLL_MS, FlowFeed } from "./flowfeed.js";
 import type { FragmentOptions } from "./fraghandler.js";
 import type { WorkerConfig, WorkerMessage } from "./worker.js";
 
@@ -134,8 +137,30 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
     );
   }
 
+  // The flows are compiled here, once, and handed to the workers (see flowfeed.ts).
+  const workers = new Map<number, Worker>();
+  const queueNumbers = [...options.queues, ...(options.fragments ? [options.fragments.queue] : [])];
+  const feed = new FlowFeed({
+    send: (message) => {
+      for (const worker of workers.values()) worker.postMessage(message);
+    },
+    rejected: (set, error) => {
+      const what = set === "flows" ? "flows" : "trace flows";
+      say("warning", `${what} not applied, keeping the previous ones: ${error}`);
+      for (const q of queueNumbers) {
+        hub.event(Kind.flowConf, flowConfJson(Date.now(), q, set, [], error));
+      }
+    },
+  });
+  feed.refresh("flows");
+  const followFlows = () => {
+    feed.refresh("flows");
+    if ((hub.mask & TraceBit.packet) !== 0) feed.refresh("trace-flows");
+  };
+
   // What every worker shares; each adds its queue (and the fragment worker its table).
   const common = {
+    flows: feed.current("flows"),
     name: options.name,
     notargetsFwmark: options.notargetsFwmark,
     acceptInvalid: options.acceptInvalid,
@@ -165,7 +190,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
     throw err;
   }
   const queueList = configs.map((c) => c.queue.queue).join(",");
-  const workers = new Map<number, Worker>();
+  const flowTimer = setInterval(followFlows, FLOW_POLL_MS);
   const ready = new Set<number>();
   let failed = false;
   let stopping = false;
@@ -236,6 +261,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
   process.off("SIGINT", onSignal);
   if (log.level >= LEVEL_VALUE.info || hub.tracerCount > 0) say("info", "all queues stopped");
   clearInterval(levelTimer);
+  clearInterval(flowTimer);
   hub.close();
   await control.close();
   levelState.close();

@@ -2,13 +2,14 @@
 // when the shared state's generation moves. The table is translated once per change
 // into target slot numbers, so the per-packet path is one array read for the slot and
 // one for the fwmark, and per-target counters need no map.
+import { type LbTable, NO_SLOT } from "../decide/table.js";
 import { reciprocalScale } from "../hash/jhash.js";
 import { T, TARGET_WORDS } from "../state/layout.js";
 import type { StateFile } from "../state/store.js";
 
-export const NO_SLOT = 0xffff;
+export { NO_SLOT };
 
-export class LbView {
+export class LbView implements LbTable {
   readonly tableSize: number;
   readonly maxTargets: number;
   readonly hashSeed: number;
