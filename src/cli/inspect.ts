@@ -1,9 +1,9 @@
 // fwmark and stats: what the load balancer decides and what it has done.
 import type { Command } from "commander";
-import ipaddr from "ipaddr.js";
 import { askFwmark } from "../dataplane/ask.js";
 import { type QueueCounters, readCounters } from "../dataplane/counters.js";
 import { explainDecision, type PacketQuestion } from "../decide/index.js";
+import { parseEndpoint } from "../domain/endpoint.js";
 import {
   readCounters as readRuleCounters,
   readSetupRecord,
@@ -21,30 +21,6 @@ const NONE_WHY: Record<string, string> = {
   "fragment-held": "held",
   "fragment-dropped": "dropped",
 };
-
-/** "10.0.0.1:80", "[fd00::1]:80" or a bare address (port 0). An empty port is an error. */
-export function parseEndpoint(text: string): { address: string; port: number } {
-  const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(text);
-  let address: string;
-  let portText: string | undefined;
-  if (bracketed) {
-    address = bracketed[1];
-    portText = bracketed[2];
-  } else if (text.split(":").length === 2) {
-    [address, portText] = text.split(":");
-  } else {
-    address = text;
-  }
-  if (!ipaddr.isValid(address)) throw new CliError(`invalid address "${address}" in "${text}"`);
-  let port = 0;
-  if (portText !== undefined) {
-    port = /^\d{1,5}$/.test(portText) ? Number(portText) : Number.NaN;
-    if (!(port <= 65535)) {
-      throw new CliError(`invalid port "${portText}" in "${text}": expected 0..65535`);
-    }
-  }
-  return { address, port };
-}
 
 interface FwmarkOptions {
   name: string;
@@ -89,7 +65,7 @@ export function registerInspectCommands(program: Command): void {
       action((opts: FwmarkOptions) => {
         const src = parseEndpoint(opts.src);
         const dst = parseEndpoint(opts.dst);
-        if (ipaddr.parse(src.address).kind() !== ipaddr.parse(dst.address).kind()) {
+        if (src.family !== dst.family) {
           throw new CliError("source and destination must be of the same address family");
         }
         if (opts.fragment !== undefined && opts.fragment !== "first" && opts.fragment !== "later") {

@@ -1,12 +1,8 @@
 // `nflb lb`: the NFQUEUE daemon.
 import type { Command } from "commander";
-import {
-  type DataplaneHandle,
-  parseQueueRange,
-  type ServiceOptions,
-  startDataplane,
-} from "../dataplane/daemon.js";
+import { type DataplaneHandle, type ServiceOptions, startDataplane } from "../dataplane/daemon.js";
 import { followLogLevel } from "../dataplane/loglevel.js";
+import { parseQueueRange, queueNumbers } from "../domain/queues.js";
 import {
   DEFAULT_FRAG_CONFIG,
   type FragTableConfig,
@@ -19,7 +15,8 @@ import {
   type LogLevelName,
   parseLogLevel,
 } from "../log/logger.js";
-import { controlSocketPath, parseHostPort } from "../trace/paths.js";
+import { controlSocketPath } from "../paths.js";
+import { parseHostPort } from "../trace/paths.js";
 import { action, addNameOption, CliError, fwmarkArg, intArg, requireRoot } from "./common.js";
 
 interface LbOptions {
@@ -163,7 +160,7 @@ export function registerLbCommand(program: Command): void {
         let level: number;
         let controlTcp: { host: string; port: number } | undefined;
         try {
-          queues = parseQueueRange(opts.queue);
+          queues = queueNumbers(parseQueueRange(opts.queue));
           level = opts.loglevel === undefined ? LEVEL_VALUE.notice : parseLogLevel(opts.loglevel);
           if (opts.controlTcp !== undefined) controlTcp = parseHostPort(opts.controlTcp);
         } catch (err) {

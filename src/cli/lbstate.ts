@@ -1,6 +1,7 @@
 // init, delete, activate, deactivate, show: the load balancer's shared state.
 import { createHash } from "node:crypto";
 import type { Command } from "commander";
+import { MAX_WEIGHT } from "../domain/weight.js";
 import { DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, tableShares } from "../maglev/maglev.js";
 import {
   activateTargets,
@@ -9,13 +10,21 @@ import {
   deleteState,
   initState,
   MAX_MAX_TARGETS,
-  MAX_WEIGHT,
   openState,
   type StateFile,
   statePath,
   type TargetSlot,
 } from "../state/store.js";
-import { action, addNameOption, CliError, fwmarkArg, intArg, printJson } from "./common.js";
+import {
+  action,
+  addNameOption,
+  CliError,
+  fwmarkArg,
+  intArg,
+  note,
+  printJson,
+  weightArg,
+} from "./common.js";
 
 const SHOWN_ENTRIES = 32;
 
@@ -143,7 +152,7 @@ export function registerStateCommands(program: Command): void {
             sctpPortsOnly: opts.sctpPortsOnly,
             sctpEncapPort: opts.sctpEncap,
           });
-          if (result.message) process.stderr.write(`nflb: ${result.message}\n`);
+          if (result.message) note(result.message);
           process.stdout.write(
             result.created
               ? `created ${result.path}\n`
@@ -169,7 +178,7 @@ export function registerStateCommands(program: Command): void {
       .description("add targets (or change their weight); the daemon follows at its next batch")
       .argument("<fwmark...>", "targets, each named by its fwmark (1..4294967295)"),
   )
-    .option("--weight <w>", `weight of these targets (1..${MAX_WEIGHT})`, intArg(1, MAX_WEIGHT), 1)
+    .option("--weight <w>", `weight of these targets (1..${MAX_WEIGHT})`, weightArg(), 1)
     .action(
       action((fwmarks: string[], opts: { name: string; weight: number }) => {
         const marks = collectFwmarks(fwmarks);

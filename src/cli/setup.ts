@@ -1,7 +1,9 @@
 // setup and teardown: turn this host (or network namespace) into a load balancer.
 import { type Command, InvalidArgumentError } from "commander";
 import ipaddr from "ipaddr.js";
-import { parseQueueRange } from "../dataplane/daemon.js";
+import { parseFwmark } from "../domain/fwmark.js";
+import { parseQueue, parseQueueRange } from "../domain/queues.js";
+import { parseWeight } from "../domain/weight.js";
 import { DEFAULT_TABLE_SIZE } from "../maglev/maglev.js";
 import {
   renderSetup,
@@ -17,9 +19,7 @@ import {
   DEFAULT_MAX_TARGETS,
   deleteState,
   initState,
-  MAX_WEIGHT,
   openState,
-  parseFwmark,
   tryOpenState,
 } from "../state/store.js";
 import { action, addNameOption, CliError, printJson, requireRoot } from "./common.js";
@@ -37,9 +37,14 @@ export function parseTarget(text: string, previous: SetupTarget[] = []): SetupTa
   }
   if (!ipaddr.isValid(match[2]))
     throw new InvalidArgumentError(`invalid target address "${match[2]}"`);
-  const weight = match[3] === undefined ? 1 : Number(match[3]);
-  if (weight < 1 || weight > MAX_WEIGHT)
-    throw new InvalidArgumentError(`weight must be 1..${MAX_WEIGHT}`);
+  let weight = 1;
+  if (match[3] !== undefined) {
+    try {
+      weight = parseWeight(match[3], { allowZero: true });
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  }
   return [...previous, { fwmark, address: match[2], weight }];
 }
 
@@ -102,18 +107,13 @@ function specFrom(opts: SetupOptions): SetupSpec {
   }
   if (opts.vip.length === 0) throw new CliError("give at least one --vip");
   if (opts.target.length === 0) throw new CliError("give at least one --target FWMARK=ADDRESS");
-  let queues: number[];
-  try {
-    queues = parseQueueRange(opts.queue);
-  } catch (err) {
-    throw new CliError((err as Error).message);
-  }
+  const queue = parseQueueRange(opts.queue);
   const spec: SetupSpec = {
     name: opts.name,
     mode: opts.mode,
     vips: opts.vip,
     targets: opts.target,
-    queue: { first: queues[0], last: queues[queues.length - 1] },
+    queue,
     queueBypass: opts.queueBypass === true,
     synOnly: opts.synOnly === true,
     protocols: opts.proto as SetupSpec["protocols"],
@@ -122,10 +122,9 @@ function specFrom(opts: SetupOptions): SetupSpec {
     snat: opts.snat === true,
   };
   if (opts.fragments) {
-    const fq = opts.fragQueue ?? String(spec.queue.last + 1);
-    if (!/^\d{1,5}$/.test(fq)) throw new CliError(`invalid --frag-queue "${fq}": a queue number`);
+    const fq = opts.fragQueue === undefined ? spec.queue.last + 1 : parseQueue(opts.fragQueue);
     // Default TUN name: nflb-<name>, cut to IFNAMSIZ - 1 bytes.
-    spec.fragments = { queue: Number(fq), tun: opts.fragTun ?? defaultFragTun(opts.name) };
+    spec.fragments = { queue: fq, tun: opts.fragTun ?? defaultFragTun(opts.name) };
   } else if (opts.fragQueue !== undefined || opts.fragTun !== undefined) {
     throw new CliError("--frag-queue and --frag-tun need --fragments");
   }
@@ -173,7 +172,9 @@ function ensureStateWithTargets(spec: SetupSpec): { created: boolean } {
     for (const t of spec.targets)
       byWeight.set(t.weight, [...(byWeight.get(t.weight) ?? []), t.fwmark]);
     for (const [weight, fwmarks] of byWeight) {
-      state.update((targets) => activateTargets(targets, fwmarks, weight, state.config.maxTargets));
+      state.update((targets) =>
+        activateTargets(targets, fwmarks, weight, state.config.maxTargets, { allowZero: true }),
+      );
     }
   } catch (err) {
     if (created) deleteState(spec.name);

@@ -2,6 +2,7 @@
 // what a running daemon does, without stopping it.
 import type { Command } from "commander";
 import { LEVEL_VALUE, LOG_LEVELS, levelName, parseLogLevel } from "../log/logger.js";
+import { controlSocketPath } from "../paths.js";
 import { openState } from "../state/store.js";
 import {
   ControlError,
@@ -17,7 +18,7 @@ import {
   TRACE_KINDS,
   TraceBit,
 } from "../trace/kinds.js";
-import { controlSocketPath, parseHostPort } from "../trace/paths.js";
+import { parseHostPort } from "../trace/paths.js";
 import { traceRequestLine } from "../trace/protocol.js";
 import { action, addNameOption, CliError } from "./common.js";
 import { registerTraceFlowCommands } from "./flows.js";

@@ -11,8 +11,9 @@ import {
   Reason,
   Verdict,
 } from "../decide/index.js";
+import { parseLbName } from "../domain/names.js";
 import { loadAddon } from "../native/addon.js";
-import { stateDir, validateName } from "../state/store.js";
+import { countersFileQueue, countersPath, stateDir } from "../paths.js";
 
 /** "NFL2": the layout below (perSlot moved to word 96); files of the older layout are skipped. */
 const COUNTERS_MAGIC = 0x4e464c32;
@@ -137,9 +138,7 @@ const FRAGMENT_COUNTERS = {
   held: C.fragHeld,
 } as const;
 
-export function countersPath(name: string, queue: number): string {
-  return join(stateDir(), `${validateName(name)}.q${queue}.stats`);
-}
+export { countersPath };
 
 /** Creates (or reuses) the counters file of a queue and maps it; the worker writes into it. */
 export function mapCounters(name: string, queue: number, maxTargets: number): Float64Array {
@@ -205,17 +204,16 @@ function processAlive(pid: number): boolean {
 
 /** Reads every queue's counters file of a load balancer. */
 export function readCounters(name: string): QueueCounters[] {
-  validateName(name);
+  parseLbName(name);
   let files: string[];
   try {
     files = readdirSync(stateDir());
   } catch {
     return [];
   }
-  const prefix = `${name}.q`;
   const result: QueueCounters[] = [];
   for (const file of files) {
-    if (!file.startsWith(prefix) || !file.endsWith(".stats")) continue;
+    if (countersFileQueue(name, file) === undefined) continue;
     const bytes = readFileSync(join(stateDir(), file));
     if (bytes.length < C.perSlot * 8) continue;
     const w = new Float64Array(bytes.buffer, bytes.byteOffset, Math.floor(bytes.length / 8));

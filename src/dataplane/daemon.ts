@@ -100,21 +100,6 @@ export interface DataplaneHandle {
   readonly done: Promise<number>;
 }
 
-/** Parses "2" or "0:3" into queue numbers. */
-export function parseQueueRange(text: string): number[] {
-  const match = /^(\d+)(?::(\d+))?$/.exec(text.trim());
-  if (!match) throw new Error(`invalid queue "${text}": expected N or FIRST:LAST`);
-  const first = Number(match[1]);
-  const last = match[2] === undefined ? first : Number(match[2]);
-  if (first > 65535 || last > 65535 || last < first) {
-    throw new Error(`invalid queue "${text}": numbers 0..65535, FIRST <= LAST`);
-  }
-  if (last - first >= 64) throw new Error(`invalid queue "${text}": at most 64 queues`);
-  const queues: number[] = [];
-  for (let q = first; q <= last; q++) queues.push(q);
-  return queues;
-}
-
 /** A worker that does not stop within this long after being asked is terminated. */
 const STOP_TIMEOUT_MS = 5000;
 

@@ -30,6 +30,16 @@
 // - A flow whose destination and source CIDRs share no address family is an error: it
 //   could never match.
 import ipaddr from "ipaddr.js";
+import { rethrowAs } from "../domain/errors.js";
+import { LB_NAME_PATTERN, LB_NAME_RULE } from "../domain/names.js";
+import {
+  formatPortRange,
+  mergePortRanges,
+  type PortRange,
+  parsePortList,
+} from "../domain/ports.js";
+
+export type { PortRange };
 
 export type FlowProtocol = "tcp" | "udp" | "sctp";
 
@@ -42,7 +52,7 @@ export const FLOW_PROTOCOL_NUMBERS: readonly number[] = [6, 17, 132];
 export interface FlowSpec {
   /** [A-Za-z0-9_.-]{1,64} */
   name: string;
-  /** Load balancer (state) name: /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/. */
+  /** Load balancer (state) name (src/domain/names.ts). */
   target: string;
   /** Integer, higher wins; ties broken by name. */
   priority: number;
@@ -84,12 +94,6 @@ export interface AddressRange {
   hi: bigint;
 }
 
-/** An inclusive port range. */
-export interface PortRange {
-  lo: number;
-  hi: number;
-}
-
 /** One byte-match term; `mask` and `value` are unsigned and fit in `size` bytes. */
 export interface ByteMatch {
   proto: FlowProtocol;
@@ -110,7 +114,8 @@ export interface ParsedFlow {
 }
 
 export const FLOW_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
-export const TARGET_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;
+/** A flow's target is a load balancer name. */
+export const TARGET_NAME_PATTERN = LB_NAME_PATTERN;
 export const PRIORITY_MIN = -2147483648;
 export const PRIORITY_MAX = 2147483647;
 /** Largest byte-match offset: the TCP header is at most 60 bytes. */
@@ -146,8 +151,7 @@ export function analyseFlow(input: FlowInput): ParsedFlow {
   const target = input.target;
   if (typeof target !== "string" || !TARGET_NAME_PATTERN.test(target)) {
     throw new FlowError(
-      `target ${quote(target)} is invalid: a load balancer name, 1-32 characters from ` +
-        "A-Z a-z 0-9 _ . -, starting with a letter or digit",
+      `target ${quote(target)} is invalid: a load balancer name, ${LB_NAME_RULE}`,
     );
   }
   const priority = parsePriority(input.priority);
@@ -410,40 +414,13 @@ function formatAddressRanges(ranges: readonly AddressRange[]): string[] {
 
 // ---- ports ----
 
-function parsePortNumber(field: string, text: string): number {
-  const n = Number(text);
-  if (n > 65535) throw new FlowError(`${field}: port ${text} is above 65535`);
-  return n;
-}
-
+/** Port 0 may appear in packets, so flows may match it; sorted and merged. */
 function parsePorts(field: string, text: string | undefined): PortRange[] {
-  const ranges: PortRange[] = [];
-  for (const item of splitList(field, text)) {
-    const m = /^(\d+)(?:\s*-\s*(\d+))?$/.exec(item);
-    if (!m) {
-      throw new FlowError(
-        `${field}: bad port or range ${JSON.stringify(item)} (a port 0..65535 or a range like 1000-2000)`,
-      );
-    }
-    const lo = parsePortNumber(field, m[1]);
-    const hi = m[2] === undefined ? lo : parsePortNumber(field, m[2]);
-    if (lo > hi) {
-      throw new FlowError(`${field}: bad range ${JSON.stringify(item)}: ${lo} is above ${hi}`);
-    }
-    ranges.push({ lo, hi });
-  }
-  ranges.sort((a, b) => a.lo - b.lo);
-  const out: PortRange[] = [];
-  for (const r of ranges) {
-    const last = out[out.length - 1];
-    if (last && r.lo <= last.hi + 1) last.hi = Math.max(last.hi, r.hi);
-    else out.push({ ...r });
-  }
-  return out;
-}
-
-function formatPortRange(r: PortRange): string {
-  return r.lo === r.hi ? String(r.lo) : `${r.lo}-${r.hi}`;
+  if (text !== undefined && typeof text !== "string")
+    throw new FlowError(`${field} must be a string`);
+  return mergePortRanges(
+    rethrowAs(FlowError, () => parsePortList(text, { field, allowZero: true })),
+  );
 }
 
 // ---- byte matches ----

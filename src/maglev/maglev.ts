@@ -2,6 +2,8 @@
 // lookup table from a set of weighted targets, and map a flow hash onto it.
 // Pure: no I/O, no clock. The data path only ever calls maglevLookup().
 
+import { MAX_FWMARK } from "../domain/fwmark.js";
+import { MAX_WEIGHT } from "../domain/weight.js";
 import { reciprocalScale } from "../hash/jhash.js";
 import { maglevPermutation } from "./permutation.js";
 import { schedulePeriod, weightedTurns } from "./schedule.js";
@@ -22,8 +24,7 @@ export interface MaglevTarget {
   readonly weight: number;
 }
 
-export const MAX_FWMARK = 0xffffffff;
-export const MAX_WEIGHT = 65535;
+export { MAX_FWMARK, MAX_WEIGHT };
 
 /**
  * Checks every target and returns those with weight > 0, sorted by fwmark, so the

@@ -25,10 +25,12 @@
 //   --fragments: net.ipv4.conf.all.rp_filter must not be 1 (it overrides the TUN's 0);
 //        all fragments of the balanced protocols to the VIPs are queued whatever their
 //        ports (later fragments carry none), so the daemon applies --ports itself.
+
+export { runDir } from "../paths.js";
 export { readSetupDetails, readSetupRecord, setup, teardown } from "./apply.js";
 export { readCounters } from "./counters.js";
 export type { SetupRecord } from "./record.js";
-export { listRecords as listSetups, runDir } from "./record.js";
+export { listRecords as listSetups } from "./record.js";
 export {
   buildPlan,
   nthSlots,

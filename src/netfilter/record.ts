@@ -11,12 +11,19 @@ import {
   renameSync,
   rmdirSync,
   rmSync,
-  statSync,
   unlinkSync,
   writeSync,
 } from "node:fs";
-import { join } from "node:path";
+import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import {
+  builtinOwnershipPath,
+  netnsDir,
+  netnsIdentity,
+  netnsLockPath,
+  setupRecordPath as recordPath,
+  SETUP_RECORD_SUFFIX,
+} from "../paths.js";
 import type { Plan } from "./render.js";
 import { SetupError, type SetupSpec } from "./types.js";
 import { NAME_PATTERN } from "./validate.js";
@@ -39,28 +46,10 @@ export interface BuiltinOwnership {
   tables: { family: "ip" | "ip6"; table: string }[];
 }
 
-/** Base directory; NFLB_RUN_DIR overrides it (e.g. for tests without /run). */
-export function runDir(): string {
-  return process.env.NFLB_RUN_DIR || "/run/nflb";
-}
-
-export function netnsIdentity(): { inode: number; dev: number } {
-  const st = statSync("/proc/self/ns/net");
-  return { inode: st.ino, dev: st.dev };
-}
-
-/** The directory of this network namespace's records. */
-export function netnsDir(): string {
-  return join(runDir(), `netns-${netnsIdentity().inode}`);
-}
-
-export function recordPath(name: string): string {
-  if (!NAME_PATTERN.test(name)) throw new SetupError(`invalid setup name "${name}"`);
-  return join(netnsDir(), `${name}.setup.json`);
-}
+export { netnsIdentity };
 
 function writeAtomic(path: string, text: string): void {
-  mkdirSync(join(path, ".."), { recursive: true, mode: 0o755 });
+  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
   const tmp = `${path}.tmp-${process.pid}`;
   const fd = openSync(tmp, "w", 0o644);
   try {
@@ -109,8 +98,8 @@ export function removeRecord(name: string): void {
 export function listRecords(): string[] {
   try {
     return readdirSync(netnsDir())
-      .filter((f) => f.endsWith(".setup.json"))
-      .map((f) => f.slice(0, -".setup.json".length))
+      .filter((f) => f.endsWith(SETUP_RECORD_SUFFIX))
+      .map((f) => f.slice(0, -SETUP_RECORD_SUFFIX.length))
       .filter((n) => NAME_PATTERN.test(n))
       .sort();
   } catch {
@@ -118,15 +107,13 @@ export function listRecords(): string[] {
   }
 }
 
-const OWNERSHIP_FILE = "iptables-builtin.json";
-
 export function readOwnership(): BuiltinOwnership {
-  const o = readJson<BuiltinOwnership>(join(netnsDir(), OWNERSHIP_FILE));
+  const o = readJson<BuiltinOwnership>(builtinOwnershipPath());
   return { chains: o?.chains ?? [], tables: o?.tables ?? [] };
 }
 
 export function writeOwnership(o: BuiltinOwnership): void {
-  const path = join(netnsDir(), OWNERSHIP_FILE);
+  const path = builtinOwnershipPath();
   if (o.chains.length === 0 && o.tables.length === 0) rmSync(path, { force: true });
   else writeAtomic(path, `${JSON.stringify(o, null, 2)}\n`);
 }
@@ -147,7 +134,7 @@ function alive(pid: number): boolean {
 export async function withNetnsLock<T>(fn: () => T | Promise<T>, timeoutMs = 15_000): Promise<T> {
   const dir = netnsDir();
   mkdirSync(dir, { recursive: true, mode: 0o755 });
-  const lock = join(dir, ".lock");
+  const lock = netnsLockPath();
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {

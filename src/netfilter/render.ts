@@ -127,7 +127,7 @@ export function portChunks(ports: readonly PortRange[]): string[] {
   const chunks: string[] = [];
   let cur: string[] = [];
   let used = 0;
-  for (const [lo, hi] of ports) {
+  for (const { lo, hi } of ports) {
     const cost = lo === hi ? 1 : 2;
     if (used + cost > 15) {
       chunks.push(cur.join(","));

@@ -12,12 +12,12 @@ export interface SetupTarget {
   fwmark: number;
   /** A unicast address of the VIPs' family (no prefix length). */
   address: string;
-  /** Integer >= 0; 0 = no new traffic (statistic); the daemon's Maglev uses it in nat/dsr. */
+  /** 0..MAX_WEIGHT (src/domain/weight.ts); 0 = known, but no new flows (no statistic rule, no Maglev entries). */
   weight: number;
 }
 
 export interface SetupSpec {
-  /** 1-20 characters [A-Za-z0-9_-], starting with a letter or digit. */
+  /** A load balancer name (src/domain/names.ts): 1-20 characters [A-Za-z0-9_-], starting with a letter or digit. */
   name: string;
   mode: SetupMode;
   /** Addresses or CIDRs ("10.0.0.1", "10.0.1.0/24"), all of one family, not overlapping. */
@@ -76,12 +76,8 @@ export interface SetupFragments {
   tun: string;
 }
 
-/**
- * The packet mark nflb reserves for "fragment of VIP traffic": set by nflb's nft chain
- * at prerouting priority -450, matched by the iptables fragment queue rule, overwritten by
- * the daemon's verdict. 0x6e666c62 is "nflb" in ASCII; no target may use it as fwmark.
- */
-export const FRAGMENT_MARK = 0x6e666c62;
+/** The packet mark reserved for fragments with --fragments: see src/domain/fwmark.ts. */
+export { FRAGMENT_MARK } from "../domain/fwmark.js";
 
 export interface RuleCounter {
   fwmark: number;

@@ -2,6 +2,18 @@
 // tests see exactly what setup() would apply.
 import ipaddr from "ipaddr.js";
 import {
+  type Addr,
+  canonicalAddress,
+  type Family,
+  familyOf,
+  parseAddress,
+} from "../domain/address.js";
+import { rethrowAs } from "../domain/errors.js";
+import { isFwmark, MAX_FWMARK } from "../domain/fwmark.js";
+import { LB_NAME_PATTERN, LB_NAME_RULE } from "../domain/names.js";
+import { type PortRange, parsePortList } from "../domain/ports.js";
+import { isWeight, MAX_WEIGHT } from "../domain/weight.js";
+import {
   FRAGMENT_MARK,
   SetupError,
   type SetupFragments,
@@ -10,8 +22,7 @@ import {
   type SetupTierPeer,
 } from "./types.js";
 
-export type Family = 4 | 6;
-export type PortRange = readonly [number, number];
+export { canonicalAddress, type Family, type PortRange, parseAddress };
 
 export interface NormalizedTarget {
   fwmark: number;
@@ -49,9 +60,9 @@ export interface NormalizedPeer {
   address: string;
 }
 
-export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,19}$/;
+/** A setup's name is a load balancer name (src/domain/names.ts). */
+export const NAME_PATTERN = LB_NAME_PATTERN;
 const PROTOCOLS: readonly SetupProtocol[] = ["tcp", "udp", "sctp"];
-const MAX_WEIGHT = 1_000_000;
 /** nth with weights needs one rule per slot of the (gcd-reduced) weight sum. */
 export const MAX_NTH_SLOTS = 1000;
 export const DEFAULT_RULE_PRIORITY = 1000;
@@ -69,23 +80,6 @@ export function validTunName(name: unknown): name is string {
 
 /** Routing tables 253-255 are default/main/local: a dsr fwmark must not name them. */
 const RESERVED_TABLES = new Set([253, 254, 255]);
-
-type Addr = ipaddr.IPv4 | ipaddr.IPv6;
-
-function familyOf(a: Addr): Family {
-  return a.kind() === "ipv4" ? 4 : 6;
-}
-
-export function canonicalAddress(a: Addr): string {
-  return a instanceof ipaddr.IPv6 ? a.toRFC5952String() : a.toString();
-}
-
-/** Parses a plain IPv4 (dotted quad only) or IPv6 address (no zone); undefined if invalid. */
-export function parseAddress(text: string): Addr | undefined {
-  if (ipaddr.IPv4.isValidFourPartDecimal(text)) return ipaddr.IPv4.parse(text);
-  if (!text.includes("%") && ipaddr.IPv6.isValid(text)) return ipaddr.IPv6.parse(text);
-  return undefined;
-}
 
 function parseVip(text: string, errors: string[]): [Addr, number] | undefined {
   const [addrText, lenText, extra] = String(text).split("/");
@@ -125,22 +119,9 @@ function parseVip(text: string, errors: string[]): [Addr, number] | undefined {
   return [addr, len];
 }
 
-/** "80,443,8000-8100" -> [[80,80],[443,443],[8000,8100]]; throws SetupError. */
+/** "80,443,8000-8100" -> [{80,80},{443,443},{8000,8100}]; throws SetupError. */
 export function parsePorts(text: string): PortRange[] {
-  if (text.trim() === "") return [];
-  const ranges: PortRange[] = [];
-  for (const item of text.split(",")) {
-    const m = /^\s*(\d{1,5})(?:\s*-\s*(\d{1,5}))?\s*$/.exec(item);
-    const lo = m ? Number(m[1]) : Number.NaN;
-    const hi = m?.[2] !== undefined ? Number(m[2]) : lo;
-    if (!m || lo < 1 || hi > 65535 || lo > hi) {
-      throw new SetupError(
-        `invalid port "${item.trim()}" in "${text}": expected a port 1-65535 or a range lo-hi, comma separated`,
-      );
-    }
-    ranges.push([lo, hi]);
-  }
-  return ranges;
+  return rethrowAs(SetupError, () => parsePortList(text, { field: "ports", allowZero: false }));
 }
 
 function isUint(v: unknown, max: number): v is number {
@@ -163,9 +144,7 @@ export function normalizeSpec(spec: SetupSpec): NormalizedSpec {
   const s = spec as Partial<SetupSpec>;
   const name = String(s.name ?? "");
   if (!NAME_PATTERN.test(name)) {
-    errors.push(
-      `name "${name}" must be 1-20 characters of A-Z a-z 0-9 _ - and start with a letter or digit`,
-    );
+    errors.push(`name "${name}" must be ${LB_NAME_RULE}`);
   }
   const mode = s.mode;
   if (mode !== "nat" && mode !== "dsr" && mode !== "statistic") {
@@ -205,8 +184,8 @@ export function normalizeSpec(spec: SetupSpec): NormalizedSpec {
   }
   for (const t of s.targets ?? []) {
     const label = `target ${JSON.stringify(t?.address)} (fwmark ${String(t?.fwmark)})`;
-    if (!isUint(t?.fwmark, 0xffffffff) || t.fwmark === 0) {
-      errors.push(`${label}: fwmark must be an integer 1..4294967295`);
+    if (!isFwmark(t?.fwmark)) {
+      errors.push(`${label}: fwmark must be an integer 1..${MAX_FWMARK}`);
     } else if (marks.has(t.fwmark)) {
       errors.push(`fwmark ${t.fwmark} is used by more than one target`);
     } else {
@@ -217,7 +196,7 @@ export function normalizeSpec(spec: SetupSpec): NormalizedSpec {
         );
       }
     }
-    if (!isUint(t?.weight, MAX_WEIGHT)) {
+    if (!isWeight(t?.weight, { allowZero: true })) {
       errors.push(`${label}: weight must be an integer 0..${MAX_WEIGHT}`);
     }
     const addr = typeof t?.address === "string" ? parseAddress(t.address) : undefined;
@@ -412,8 +391,8 @@ function normalizePeers(
   for (const p of peers as Partial<SetupTierPeer>[]) {
     const label = `tier peer ${JSON.stringify(p?.address)} (fwmark ${String(p?.fwmark)})`;
     const fwmark = p?.fwmark;
-    if (!isUint(fwmark, 0xffffffff) || fwmark === 0) {
-      errors.push(`${label}: fwmark must be an integer 1..4294967295`);
+    if (!isFwmark(fwmark)) {
+      errors.push(`${label}: fwmark must be an integer 1..${MAX_FWMARK}`);
     } else if (marks.has(fwmark)) {
       errors.push(`fwmark ${fwmark} is used by more than one tier peer`);
     } else {

@@ -13,16 +13,11 @@ import {
   statSync,
   writeFileSync,
 } from "node:fs";
-import { join } from "node:path";
 import { checkFlowSpec, FlowError, FlowMatcher, type FlowSpec } from "../flows/index.js";
 import { LOCK_EX, LOCK_UN, loadAddon } from "../native/addon.js";
-import { stateDir } from "./store.js";
+import { type FlowFileSet, flowsLockPath, flowsPath, stateDir } from "../paths.js";
 
-export type FlowSet = "flows" | "trace-flows";
-
-export function flowsPath(set: FlowSet = "flows"): string {
-  return join(stateDir(), `${set}.json`);
-}
+export type FlowSet = FlowFileSet;
 
 /** The stored flows, in matcher order; [] when there are none. Throws on a damaged file. */
 export function readFlows(set: FlowSet = "flows"): FlowSpec[] {
@@ -64,7 +59,7 @@ export function updateFlows(
 ): FlowSpec[] {
   mkdirSync(stateDir(), { recursive: true, mode: 0o755 });
   const addon = loadAddon();
-  const lockFd = openSync(join(stateDir(), `${set}.lock`), "a", 0o644);
+  const lockFd = openSync(flowsLockPath(set), "a", 0o644);
   try {
     const rc = addon.flock(lockFd, LOCK_EX);
     if (rc < 0) throw new FlowError(`cannot lock the flows: ${addon.strerror(rc)}`);

@@ -11,9 +11,12 @@ import {
   rmSync,
   writeSync,
 } from "node:fs";
-import { join } from "node:path";
+import { rethrowAs } from "../domain/errors.js";
+import { parseFwmark } from "../domain/fwmark.js";
+import { type WeightRule, weightProblem } from "../domain/weight.js";
 import { buildMaglevTable, normalizeTableSize } from "../maglev/maglev.js";
 import { LOCK_EX, LOCK_UN, loadAddon } from "../native/addon.js";
+import { statePath as lbStatePath, stateDir } from "../paths.js";
 import {
   bufferOffset,
   FLAG_SCTP_PORTS_ONLY,
@@ -29,38 +32,12 @@ import {
 
 export class StateError extends Error {}
 
-export const DEFAULT_NAME = "nflb";
 export const DEFAULT_MAX_TARGETS = 100;
 export const MAX_MAX_TARGETS = 10_000;
-export const MAX_WEIGHT = 65535;
 
-/** Where state files live; NFLB_STATE_DIR moves them (tests, several independent setups). */
-export function stateDir(): string {
-  return process.env.NFLB_STATE_DIR || "/dev/shm/nflb";
-}
-
-export function validateName(name: string): string {
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/.test(name)) {
-    throw new StateError(
-      `invalid load balancer name "${name}": use 1-32 letters, digits, '_', '-', '.', starting with a letter or digit`,
-    );
-  }
-  return name;
-}
-
+/** The state file of a load balancer; a bad name is a StateError. */
 export function statePath(name: string): string {
-  return join(stateDir(), validateName(name));
-}
-
-export function parseFwmark(text: string | number): number {
-  const value = typeof text === "number" ? text : Number(text);
-  if (typeof text === "string" && !/^(0x[0-9a-fA-F]+|[0-9]+)$/.test(text.trim())) {
-    throw new StateError(`invalid fwmark "${text}": expected an integer 1..4294967295`);
-  }
-  if (!Number.isInteger(value) || value < 1 || value > 0xffffffff) {
-    throw new StateError(`invalid fwmark "${text}": expected an integer 1..4294967295`);
-  }
-  return value;
+  return rethrowAs(StateError, () => lbStatePath(name));
 }
 
 export interface LbConfig {
@@ -99,7 +76,7 @@ function geometryOf(opts: { tableSize: number; maxTargets: number }): StateGeome
  * so no reader ever finds half a file. Re-running with identical settings is a no-op.
  */
 export function initState(opts: InitOptions): InitResult {
-  validateName(opts.name);
+  statePath(opts.name);
   let normalized: { size: number; message?: string };
   try {
     normalized = normalizeTableSize(opts.tableSize);
@@ -115,7 +92,7 @@ export function initState(opts: InitOptions): InitResult {
       `invalid --N ${opts.maxTargets}: expected an integer 1..${MAX_MAX_TARGETS}`,
     );
   }
-  if (opts.ownFwmark !== 0) parseFwmark(opts.ownFwmark);
+  if (opts.ownFwmark !== 0) rethrowAs(StateError, () => parseFwmark(opts.ownFwmark));
   if (!Number.isInteger(opts.hashSeed) || opts.hashSeed < 0 || opts.hashSeed > 0xffffffff) {
     throw new StateError(`invalid seed ${opts.hashSeed}: expected an integer 0..4294967295`);
   }
@@ -380,16 +357,20 @@ export function decodeTargets(words: Uint32Array): TargetSlot[] {
   return targets;
 }
 
-/** Activates (or re-weights) targets, reusing a target's slot so its counters stay its own. */
+/**
+ * Activates (or re-weights) targets, reusing a target's slot so its counters stay its own.
+ * Weight 0 (a setup's FWMARK=ADDR@0, `rule.allowZero`) keeps a target known with no table
+ * entries: no new flows.
+ */
 export function activateTargets(
   targets: TargetSlot[],
   fwmarks: number[],
   weight: number,
   maxTargets: number,
+  rule: WeightRule = {},
 ): void {
-  if (!Number.isInteger(weight) || weight < 1 || weight > MAX_WEIGHT) {
-    throw new StateError(`invalid weight ${weight}: expected an integer 1..${MAX_WEIGHT}`);
-  }
+  const problem = weightProblem(weight, rule);
+  if (problem !== undefined) throw new StateError(problem);
   for (const fwmark of fwmarks) {
     const existing = targets.find((t) => t.fwmark === fwmark);
     if (existing) {

@@ -110,8 +110,10 @@ test("bad input: clear error, non-zero exit, state unchanged", () => {
       /invalid address/,
     ],
     [["fwmark", "--name", "bad", "--src", "10.0.0.1:1", "--dst", "fd00::1"], /same address family/],
-    [["fwmark", "--name", "bad", "--src", "10.0.0.1:", "--dst", "10.0.0.2:80"], /invalid port ""/],
-    [["fwmark", "--name", "bad", "--src", "[fd00::1]:", "--dst", "[fd00::2]:80"], /invalid port/],
+    [
+      ["fwmark", "--name", "bad", "--src", "[fd00::1]:", "--dst", "[fd00::2]:80"],
+      /the port after ":" is missing/,
+    ],
     [
       ["fwmark", "--name", "bad", "--src", "10.0.0.1:65536", "--dst", "10.0.0.2:80"],
       /invalid port/,
@@ -134,6 +136,28 @@ test("bad input: clear error, non-zero exit, state unchanged", () => {
     ],
     [["lb", "--name", "bad", "--queue", "5:2"], /queue/],
     [["nosuchcommand"], /unknown command/],
+    // One name pattern: init refuses what setup refuses (a.b used to be a valid init name).
+    [["init", "--name", "a.b"], /invalid load balancer name "a\.b"/],
+    [
+      [
+        "setup",
+        "--name",
+        "a.b",
+        "--mode",
+        "nat",
+        "--vip",
+        "10.0.0.1",
+        "--target",
+        "1=10.0.1.1",
+        "--dry-run",
+      ],
+      /invalid load balancer name "a\.b"/,
+    ],
+    // An empty port is an error, not port 0.
+    [
+      ["fwmark", "--name", "bad", "--src", "1.2.3.4:", "--dst", "10.0.0.1:80"],
+      /the port after ":" is missing/,
+    ],
   ];
   for (const [args, pattern] of cases) {
     const r = run(...args);

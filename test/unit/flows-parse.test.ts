@@ -154,12 +154,12 @@ describe("parseFlow: bad input, with the reason", () => {
     [
       "bad target",
       { target: "-lb" },
-      'target "-lb" is invalid: a load balancer name, 1-32 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit',
+      'target "-lb" is invalid: a load balancer name, 1-20 characters from A-Z a-z 0-9 _ -, starting with a letter or digit',
     ],
     [
       "target too long",
-      { target: "l".repeat(33) },
-      `target "${"l".repeat(33)}" is invalid: a load balancer name, 1-32 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit`,
+      { target: "l".repeat(21) },
+      `target "${"l".repeat(21)}" is invalid: a load balancer name, 1-20 characters from A-Z a-z 0-9 _ -, starting with a letter or digit`,
     ],
     ["priority not an integer", { priority: "1.5" }, 'priority "1.5" is not an integer'],
     ["priority a word", { priority: "high" }, 'priority "high" is not an integer'],

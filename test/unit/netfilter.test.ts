@@ -427,9 +427,9 @@ describe("renderSetup statistic", () => {
 describe("helpers", () => {
   test("ports: parsing, and multiport's 15 slots per rule", () => {
     assert.deepEqual(parsePorts("80, 443,8000-8100"), [
-      [80, 80],
-      [443, 443],
-      [8000, 8100],
+      { lo: 80, hi: 80 },
+      { lo: 443, hi: 443 },
+      { lo: 8000, hi: 8100 },
     ]);
     assert.deepEqual(parsePorts(""), []);
     const many = parsePorts(
@@ -488,11 +488,11 @@ describe("validateSpec", () => {
   });
 
   test("bad ports and protocols", () => {
-    rejects({ ports: "0" }, /invalid port "0"/);
-    rejects({ ports: "70000" }, /invalid port "70000"/);
-    rejects({ ports: "90-80" }, /invalid port "90-80"/);
-    rejects({ ports: "80,,81" }, /invalid port ""/);
-    rejects({ ports: "http" }, /invalid port "http"/);
+    rejects({ ports: "0" }, /ports: port 0 is not a service port/);
+    rejects({ ports: "70000" }, /ports: port 70000 is above 65535/);
+    rejects({ ports: "90-80" }, /ports: bad range "90-80"/);
+    rejects({ ports: "80,,81" }, /ports: empty item in "80,,81"/);
+    rejects({ ports: "http" }, /ports: bad port or range "http"/);
     rejects({ protocols: ["icmp" as "tcp"] }, /protocol "icmp"/);
     rejects({ protocols: ["tcp", "tcp"] }, /listed twice/);
   });
@@ -564,7 +564,7 @@ describe("validateSpec", () => {
   test("all problems in one message", () => {
     assert.throws(
       () => validateSpec(spec({ vips: ["10.0.0.1/40"], ports: "x", name: "" })),
-      /name "".*; VIP .*; invalid port/,
+      /name "".*; VIP .*; ports: bad port/,
     );
   });
 });
