@@ -162,6 +162,9 @@ interface Expect {
   fragment?: (typeof FRAG_OUTCOME_NAMES)[number] | null;
   /** For a later fragment: the mark of the datagram's first fragment. */
   sameAs?: string;
+  /** A key that must give another target (an ICMP error's outer header), so that a
+   * decision keyed on it would fail the fixture. */
+  notLike?: Key;
 }
 
 interface Step {
@@ -252,8 +255,11 @@ const to80 = (mode: Mode = "5-tuple"): Key => ({
   dport: 80,
 });
 const quoted80 = tcp(VIP, 80, CLIENT, 1235); // what the target sent back
-const quoted6 = udp(VIP6, 53, CLIENT6, 5353);
-const to53v6: Key = { mode: "5-tuple", src: CLIENT6, dst: VIP6, sport: 5353, dport: 53 };
+/** An ICMP error's outer header, which must not decide where the error goes. */
+const OUTER4: Key = { mode: "addresses", src: ROUTER, dst: VIP };
+const OUTER6: Key = { mode: "addresses", src: ROUTER6, dst: VIP6 };
+const quoted6 = udp(VIP6, 53, CLIENT6, 5357);
+const to53v6: Key = { mode: "5-tuple", src: CLIENT6, dst: VIP6, sport: 5357, dport: 53 };
 const later1 = fragments(CLIENT, 4000, VIP, 9000, 0x11);
 const later2 = fragments(CLIENT, 4001, VIP, 9000, 0x12);
 const big = fragments(CLIENT, 4002, VIP, 9000, 0x13);
@@ -280,7 +286,7 @@ const SCENARIOS: Scenario[] = [
       },
       {
         description: "UDP/IPv6: 5-tuple",
-        packet: udp(CLIENT6, 5353, VIP6, 53),
+        packet: udp(CLIENT6, 5357, VIP6, 53),
         expect: balanced(to53v6),
       },
       {
@@ -305,7 +311,7 @@ const SCENARIOS: Scenario[] = [
       ).map(([type, code, what]) => ({
         description: `ICMP ${what} (${type}/${code}): the quoted connection, swapped`,
         packet: icmpError(type, code, quoted80),
-        expect: balanced(to80()),
+        expect: { ...balanced(to80()), notLike: OUTER4 },
       })),
       ...(
         [
@@ -317,7 +323,7 @@ const SCENARIOS: Scenario[] = [
       ).map(([type, code, what]) => ({
         description: `ICMPv6 ${what} (${type}/${code}): the quoted flow, swapped`,
         packet: icmpError(type, code, quoted6),
-        expect: balanced(to53v6),
+        expect: { ...balanced(to53v6), notLike: OUTER6 },
       })),
       {
         description: "an unfragmented packet with a tier is not placed in the tier",
@@ -397,7 +403,7 @@ const SCENARIOS: Scenario[] = [
       {
         description: "ICMP fragmentation needed for a port-80 connection: flow api",
         packet: icmpError(3, 4, quoted80),
-        expect: balanced(to80(), "api", "api"),
+        expect: { ...balanced(to80(), "api", "api"), notLike: OUTER4 },
       },
       {
         description: "ICMP echo to VIP: only flows without protocols take it: none here",
@@ -411,7 +417,7 @@ const SCENARIOS: Scenario[] = [
       },
       {
         description: "UDP/IPv6: flow web6",
-        packet: udp(CLIENT6, 5353, VIP6, 53),
+        packet: udp(CLIENT6, 5357, VIP6, 53),
         expect: balanced(to53v6, "web", "web6"),
       },
       {
@@ -588,6 +594,13 @@ function check(step: Step, dec: Decider, d: Decision, firstMarks: Map<string, nu
       wrong.some((m) => m !== mark),
       `${what}: the fixture cannot tell its key from a wrong one; change its ports`,
     );
+    if (e.notLike !== undefined) {
+      assert.notEqual(
+        targetOf(table, e.notLike),
+        mark,
+        `${what}: the outer header gives the same target; change the ports`,
+      );
+    }
     firstMarks.set("first", mark);
   }
   if (e.sameAs !== undefined) mark = firstMarks.get(e.sameAs);
