@@ -1,6 +1,7 @@
 // init, delete, activate, deactivate, show: the load balancer's shared state.
 import { createHash } from "node:crypto";
 import type { Command } from "commander";
+import { removeCounters } from "../dataplane/counters.js";
 import { MAX_WEIGHT } from "../domain/weight.js";
 import { DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, tableShares } from "../maglev/maglev.js";
 import {
@@ -168,6 +169,7 @@ export function registerStateCommands(program: Command): void {
     action((opts: { name: string }) => {
       if (!deleteState(opts.name))
         throw new CliError(`no load balancer named "${opts.name}" (${statePath(opts.name)})`);
+      removeCounters(opts.name); // the last counters of its stopped queues go with it
       process.stdout.write(`deleted ${statePath(opts.name)}\n`);
     }),
   );

@@ -1,7 +1,7 @@
 // Per-queue daemon counters in a small shared file next to the state file
 // (<state dir>/<name>.q<queue>.stats). The worker of that queue is the only writer;
 // `nflb stats` reads it while the daemon runs and after it stops.
-import { closeSync, ftruncateSync, openSync, readdirSync, readFileSync } from "node:fs";
+import { closeSync, ftruncateSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import {
   type Decision,
@@ -200,6 +200,20 @@ function processAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === "EPERM";
   }
+}
+
+/**
+ * Removes the counters files of a load balancer's queues that no daemon serves now (nflb
+ * delete); a running daemon keeps its file. Returns how many were removed.
+ */
+export function removeCounters(name: string): number {
+  let removed = 0;
+  for (const q of readCounters(name)) {
+    if (q.running) continue;
+    rmSync(countersPath(name, q.queue), { force: true });
+    removed++;
+  }
+  return removed;
 }
 
 /** Reads every queue's counters file of a load balancer. */

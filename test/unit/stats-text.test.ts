@@ -1,10 +1,13 @@
 // `nflb stats` as text: which queues it shows (not an earlier daemon's stopped queue that
-// the current setup no longer uses) and every counter of a queue, fragments included.
+// the current setup no longer uses) and every counter of a queue, fragments included;
+// `nflb delete` takes the counters files of stopped queues with it.
 import assert from "node:assert/strict";
+import { readdirSync } from "node:fs";
 import { test } from "node:test";
 import { currentQueues, queueLines } from "../../src/cli/inspect.js";
-import type { QueueCounters } from "../../src/dataplane/counters.js";
+import { C, mapCounters, type QueueCounters } from "../../src/dataplane/counters.js";
 import type { SetupSpec } from "../../src/netfilter/index.js";
+import { nflb, tempStateDir } from "../helpers/cli.js";
 
 function queue(n: number, running: boolean, over: Partial<QueueCounters> = {}): QueueCounters {
   const zero = {
@@ -98,4 +101,24 @@ test("the text shows the fragment counters, even when the table only dropped", (
   assert.match(text, /invalid by reason: truncated 3/);
   assert.match(text, /handed to tier peers: 4/);
   assert.doesNotMatch(queueLines(queue(1, true)).join("\n"), /fragments/);
+});
+
+test("nflb delete removes the counters files of the load balancer's stopped queues", () => {
+  const dirs = tempStateDir();
+  try {
+    const env = { NFLB_STATE_DIR: dirs.dir };
+    assert.equal(nflb(["init", "--name", "gone"], env).status, 0);
+    process.env.NFLB_STATE_DIR = dirs.dir;
+    const w = mapCounters("gone", 3, 100);
+    w[C.running] = 0;
+    assert.ok(readdirSync(dirs.dir).includes("gone.q3.stats"));
+    assert.equal(nflb(["delete", "--name", "gone"], env).status, 0);
+    assert.deepEqual(
+      readdirSync(dirs.dir).filter((f) => f.startsWith("gone")),
+      [],
+    );
+  } finally {
+    Reflect.deleteProperty(process.env, "NFLB_STATE_DIR");
+    dirs.cleanup();
+  }
 });
