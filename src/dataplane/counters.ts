@@ -203,6 +203,24 @@ function processAlive(pid: number): boolean {
 }
 
 /**
+ * A queue's drops by reason, named as decide() names its reasons (the status and metrics
+ * of `nflb run` show these): packets the daemon dropped, and fragments the fragment
+ * table dropped or let expire.
+ */
+export function dropsByReason(q: QueueCounters): Record<string, number> {
+  const f = q.fragments;
+  return {
+    "no-target": q.noTargetDropped,
+    "no-flow": q.noFlowDropped,
+    invalid: q.invalidDropped,
+    "fragment-dropped":
+      f.droppedPoolFull + f.droppedTooBig + f.droppedTableFull + f.droppedPoisoned,
+    "fragment-truncated": f.truncated,
+    "fragment-expired": f.droppedExpired,
+  };
+}
+
+/**
  * Removes the counters files of a load balancer's queues that no daemon serves now (nflb
  * delete); a running daemon keeps its file. Returns how many were removed.
  */

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
 import { test } from "node:test";
 import { currentQueues, queueLines } from "../../src/cli/inspect.js";
-import { C, mapCounters, type QueueCounters } from "../../src/dataplane/counters.js";
+import { C, dropsByReason, mapCounters, type QueueCounters } from "../../src/dataplane/counters.js";
 import type { SetupSpec } from "../../src/netfilter/index.js";
 import { nflb, tempStateDir } from "../helpers/cli.js";
 
@@ -121,4 +121,27 @@ test("nflb delete removes the counters files of the load balancer's stopped queu
     Reflect.deleteProperty(process.env, "NFLB_STATE_DIR");
     dirs.cleanup();
   }
+});
+
+test("drops by reason, for status and metrics", () => {
+  const q = queue(1, true, {
+    noTargetDropped: 1,
+    noFlowDropped: 2,
+    invalidDropped: 3,
+    fragments: {
+      ...queue(0, true).fragments,
+      droppedTableFull: 4,
+      droppedPoisoned: 1,
+      truncated: 5,
+      droppedExpired: 6,
+    },
+  });
+  assert.deepEqual(dropsByReason(q), {
+    "no-target": 1,
+    "no-flow": 2,
+    invalid: 3,
+    "fragment-dropped": 5,
+    "fragment-truncated": 5,
+    "fragment-expired": 6,
+  });
 });
