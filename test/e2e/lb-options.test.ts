@@ -332,7 +332,7 @@ describe("nflb lb: options and promises", { skip }, () => {
     await d.stop();
   });
 
-  test("flows are applied within 50 ms of a change (median of 5; each within 1 s)", async () => {
+  test("flows are applied within 50 ms of a change (median of 5; each within 1 s)", async (t) => {
     const d = await f.daemonWith(NAME, "--queue", QUEUE);
     const flowFile = join(f.stateDir, "flows.json");
     const latencies: number[] = [];
@@ -351,6 +351,7 @@ describe("nflb lb: options and promises", { skip }, () => {
       updateFlows(() => []);
       await d.stop();
     }
+    t.diagnostic(`flows applied after ${latencies.map((l) => l.toFixed(1)).join(", ")} ms`);
     const sorted = latencies.slice().sort((a, b) => a - b);
     assert.ok(sorted[2] <= 50, `median ${sorted[2]} ms (${latencies.join(", ")})`);
     assert.ok(sorted[4] <= 1000, `slowest ${sorted[4]} ms`);
