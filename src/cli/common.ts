@@ -68,11 +68,14 @@ export function optionParser<T>(parse: (value: string) => T): (value: string) =>
   };
 }
 
-export function intArg(min: number, max: number): (value: string) => number {
+/** An integer option in min..max; `what` names it in the message ("Maglev table size"). */
+export function intArg(min: number, max: number, what?: string): (value: string) => number {
   return (value: string) => {
     const n = /^(0x[0-9a-fA-F]+|[0-9]+)$/.test(value.trim()) ? Number(value) : Number.NaN;
     if (!Number.isInteger(n) || n < min || n > max) {
-      throw new InvalidArgumentError(`expected an integer ${min}..${max}`);
+      throw new InvalidArgumentError(
+        `${what === undefined ? "" : `${what}: `}expected an integer ${min}..${max}`,
+      );
     }
     return n;
   };

@@ -11,8 +11,8 @@ import {
 } from "../netfilter/index.js";
 import { readQueueProcStats } from "../nfqueue/procstats.js";
 import { invalidReasonNames, protoNumber } from "../packet/index.js";
-import { tryOpenState } from "../state/store.js";
-import { action, addNameOption, CliError, fwmarkArg, printJson } from "./common.js";
+import { stateProblem, tryOpenState } from "../state/store.js";
+import { action, addNameOption, CliError, fwmarkArg, printJson, warn } from "./common.js";
 
 /** Why a packet gets no mark, as the plain answer says it. */
 const NONE_WHY: Record<string, string> = {
@@ -114,7 +114,10 @@ export function registerInspectCommands(program: Command): void {
         const record = readSetupRecord(opts.name);
         const queues = currentQueues(readCounters(opts.name), record);
         // Statistic mode has rules but no Maglev state: counters come from the rules then.
-        const state = tryOpenState(opts.name);
+        // A damaged state: the counters are still shown, without per-target totals.
+        const damage = stateProblem(opts.name);
+        if (damage !== undefined) warn(`the state is damaged (${damage}): no per-target totals`);
+        const state = damage === undefined ? tryOpenState(opts.name) : undefined;
         let fwmarkBySlot = new Map<number, number>();
         if (state) {
           try {
@@ -130,7 +133,7 @@ export function registerInspectCommands(program: Command): void {
             if (fwmark !== undefined) perTarget.set(fwmark, (perTarget.get(fwmark) ?? 0) + packets);
           });
         }
-        if (!state && !record && queues.length === 0) {
+        if (!state && damage === undefined && !record && queues.length === 0) {
           throw new CliError(
             `no load balancer named "${opts.name}": nothing set up, no state, no daemon counters`,
           );
@@ -222,7 +225,7 @@ export function queueLines(q: QueueCounters): string[] {
     out.push(`  flows ${q.flows}; no flow: dropped ${q.noFlowDropped}, marked ${q.noFlowMarked}`);
   }
   if (q.tierForwarded > 0) out.push(`  handed to tier peers: ${q.tierForwarded}`);
-  if (q.stateDamaged > 0) out.push(`  damaged state found: ${q.stateDamaged} times`);
+  if (q.stateDamage > 0) out.push(`  state damage found ${q.stateDamage} times`);
   const fr = q.fragments;
   if (Object.values(fr).some((n) => n > 0)) {
     out.push(

@@ -9,6 +9,7 @@ import { registerInspectCommands } from "./inspect.js";
 import { registerLbCommand } from "./lb.js";
 import { registerStateCommands } from "./lbstate.js";
 import { registerSetupCommands } from "./setup.js";
+import { registerTargetCommands } from "./target.js";
 import { registerTraceCommands } from "./trace.js";
 
 const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {
@@ -34,6 +35,7 @@ program
   });
 
 registerStateCommands(program);
+registerTargetCommands(program);
 registerLbCommand(program);
 registerInspectCommands(program);
 registerSetupCommands(program);
@@ -41,17 +43,26 @@ registerFlowCommands(program);
 registerTraceCommands(program);
 registerDashboardCommands(program);
 
-// An unknown command is an error, also with --help (commander would print the top-level
-// help and exit 0).
-const commandNames = new Set([
-  "help",
-  ...program.commands.flatMap((c) => [c.name(), ...c.aliases()]),
-]);
-const [first, second] = process.argv.slice(2);
-for (const word of first === "help" ? [second] : [first]) {
-  if (word !== undefined && !word.startsWith("-") && !commandNames.has(word)) {
-    fail(new CliError(`unknown command '${word}' (nflb --help lists the commands)`));
+// An unknown command is an error, also with --help (commander would print the parent's
+// help and exit 0): the words before the first option must name commands.
+function unknownCommand(command: Command, words: readonly string[]): string | undefined {
+  let current = command;
+  let helpFor = false;
+  for (const word of words) {
+    if (word.startsWith("-") || current.commands.length === 0) return undefined;
+    if (word === "help" && !helpFor) {
+      helpFor = true;
+      continue;
+    }
+    const sub = current.commands.find((c) => c.name() === word || c.aliases().includes(word));
+    if (!sub) return word;
+    current = sub;
   }
+  return undefined;
+}
+const unknown = unknownCommand(program, process.argv.slice(2));
+if (unknown !== undefined) {
+  fail(new CliError(`unknown command '${unknown}' (nflb --help lists the commands)`));
 }
 
 try {

@@ -4,7 +4,6 @@ import ipaddr from "ipaddr.js";
 import { parseFwmark } from "../domain/fwmark.js";
 import { parseQueue, parseQueueRange } from "../domain/queues.js";
 import { parseWeight } from "../domain/weight.js";
-import { DEFAULT_TABLE_SIZE } from "../maglev/maglev.js";
 import {
   renderSetup,
   type SetupSpec,
@@ -14,14 +13,7 @@ import {
   teardown,
   validateSpec,
 } from "../netfilter/index.js";
-import {
-  activateTargets,
-  DEFAULT_MAX_TARGETS,
-  deleteState,
-  initState,
-  openState,
-  tryOpenState,
-} from "../state/store.js";
+import { ensureActiveTargets, tryOpenState } from "../state/store.js";
 import { action, addNameOption, CliError, printJson, requireRoot } from "./common.js";
 import { defaultFragTun } from "./lb.js";
 
@@ -150,39 +142,7 @@ function checkOwnFwmark(spec: SetupSpec): void {
 
 /** The daemon modes also need the Maglev state with the targets active. */
 function ensureStateWithTargets(spec: SetupSpec): { created: boolean } {
-  let created = false;
-  const existing = tryOpenState(spec.name);
-  if (existing) existing.close();
-  else {
-    initState({
-      name: spec.name,
-      tableSize: DEFAULT_TABLE_SIZE,
-      maxTargets: Math.max(DEFAULT_MAX_TARGETS, spec.targets.length),
-      ownFwmark: 0,
-      hashSeed: 0,
-      sctpPortsOnly: true,
-      sctpEncapPort: 0,
-    });
-    created = true;
-  }
-  const state = openState(spec.name);
-  try {
-    // Targets of equal weight are activated together, one generation per weight.
-    const byWeight = new Map<number, number[]>();
-    for (const t of spec.targets)
-      byWeight.set(t.weight, [...(byWeight.get(t.weight) ?? []), t.fwmark]);
-    for (const [weight, fwmarks] of byWeight) {
-      state.update((targets) =>
-        activateTargets(targets, fwmarks, weight, state.config.maxTargets, { allowZero: true }),
-      );
-    }
-  } catch (err) {
-    if (created) deleteState(spec.name);
-    throw err;
-  } finally {
-    state.close();
-  }
-  return { created };
+  return ensureActiveTargets(spec.name, spec.targets);
 }
 
 /** The daemon options that match a setup's fragment queue and TUN device. */

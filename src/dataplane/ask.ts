@@ -38,6 +38,7 @@ export function askFwmark(q: PacketQuestion, o: AskOptions): FwmarkAnswer {
   const open = (name: string): LbView => {
     const state = openState(name);
     opened.push(state);
+    state.snapshot(); // a damaged state is an error, not "no target"
     const view = new LbView(state);
     view.refresh();
     return view;

@@ -1,7 +1,7 @@
 // Per-queue daemon counters in a small shared file next to the state file
 // (<state dir>/<name>.q<queue>.stats). The worker of that queue is the only writer;
 // `nflb stats` reads it while the daemon runs and after it stops.
-import { closeSync, ftruncateSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, ftruncateSync, openSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   type Decision,
@@ -62,8 +62,8 @@ export const C = {
   fragLaterSeen: 68,
   noFlowDropped: 69,
   noFlowMarked: 70,
-  /** Times a load balancer's shared state was found damaged (LbView.damageCount). */
-  stateDamaged: 71,
+  /** Damage episodes of the shared state (a copy or audit that did not verify). */
+  stateDamage: 71,
   /** Flow sets this queue applied, when it applied the last one (ms), and its flows. */
   flowsApplied: 72,
   flowsAppliedAt: 73,
@@ -180,8 +180,8 @@ export interface QueueCounters {
   tierForwarded: number;
   noFlowDropped: number;
   noFlowMarked: number;
-  /** Times the shared state of a load balancer was found damaged. */
-  stateDamaged: number;
+  /** Damage episodes of the shared states the queue reads. */
+  stateDamage: number;
   /** Flow sets applied since the start, when the last was applied, its flows. */
   flowsApplied: number;
   flowsAppliedAt: string;
@@ -218,20 +218,6 @@ export function dropsByReason(q: QueueCounters): Record<string, number> {
     "fragment-truncated": f.truncated,
     "fragment-expired": f.droppedExpired,
   };
-}
-
-/**
- * Removes the counters files of a load balancer's queues that no daemon serves now (nflb
- * delete); a running daemon keeps its file. Returns how many were removed.
- */
-export function removeCounters(name: string): number {
-  let removed = 0;
-  for (const q of readCounters(name)) {
-    if (q.running) continue;
-    rmSync(countersPath(name, q.queue), { force: true });
-    removed++;
-  }
-  return removed;
 }
 
 /** Reads every queue's counters file of a load balancer. */
@@ -275,7 +261,7 @@ export function readCounters(name: string): QueueCounters[] {
       tierForwarded: w[C.tierForwarded],
       noFlowDropped: w[C.noFlowDropped],
       noFlowMarked: w[C.noFlowMarked],
-      stateDamaged: w[C.stateDamaged],
+      stateDamage: w[C.stateDamage],
       flowsApplied: w[C.flowsApplied],
       flowsAppliedAt: new Date(w[C.flowsAppliedAt]).toISOString(),
       flows: w[C.flows],

@@ -372,7 +372,11 @@ function stateGeometry(name: string): { tableSize: number; maxTargets: number } 
 function checkService(s: ServiceOptions): void {
   const state = openState(s.name); // throws when the load balancer does not exist
   const { ownFwmark } = state.config;
-  state.close();
+  try {
+    state.snapshot(); // a damaged state is refused here, in one line that says how to repair it
+  } finally {
+    state.close();
+  }
   if (s.fragments && s.queues.includes(s.fragments.queue)) {
     throw new Error(`fragment queue ${s.fragments.queue} is also one of the queues`);
   }

@@ -55,15 +55,6 @@ export type WorkerMessage =
   /** A trace record that is not per packet (flow-conf, target): rare, any size. */
   | { type: "trace"; kind: number; record: string };
 
-/**
- * What an LbView reports of damage it found in its shared state (checksums: the state
- * work adds them): it keeps the last good table and counts. Absent = never damaged.
- */
-interface DamageReport {
-  readonly damageCount?: number;
-  readonly lastDamage?: string;
-}
-
 export class QueueWorker {
   readonly counters: Float64Array;
   private readonly q: number;
@@ -81,8 +72,10 @@ export class QueueWorker {
   private traceFlows: FlowMatcher | undefined;
   /** The trace bits housekeeping saw last: a newly selected kind gets the current state. */
   private snapshotBits = 0;
-  /** Per table: the damage count seen, and whether an episode of damage is going on. */
-  private readonly damage = new WeakMap<LbView, { seen: number; episode: boolean }>();
+  /** Per table: damage episodes already counted and logged, and whether it was damaged. */
+  private readonly damageSeen = new WeakMap<LbView, { count: number; damaged: boolean }>();
+  /** A re-created state file that could not be loaded (not tried again). */
+  private reloadFailedInode = -1;
 
   /** Opens the load balancer's state (and the tier's), maps the counters. Throws. */
   constructor(
@@ -101,7 +94,7 @@ export class QueueWorker {
     });
     this.decider.ownFwmark = this.state.config.ownFwmark;
     this.tracer = new PacketTracer(this.q, config.trace);
-    this.refreshOwn();
+    this.takeChanges(own.refresh());
     if (config.tier !== undefined) {
       const tier = new LbView(openState(config.tier));
       tier.refresh();
@@ -167,6 +160,7 @@ export class QueueWorker {
     }
     this.snapshotBits = bits;
     this.fragments?.afterBatch(now);
+    this.auditStates();
     this.counters[C.sendErrors] = stats.sendErrors;
     this.counters[C.recvErrors] = stats.recvErrors;
     this.followRecreatedState();
@@ -181,55 +175,66 @@ export class QueueWorker {
   /** Follows changes of the tables (each batch; and each second while traced). */
   private followConfig(): number {
     const own = this.decider.own as LbView;
-    if (own.stale()) this.refreshOwn();
-    this.followDamage(this.config.name, own);
+    if (own.stale()) this.takeChanges(own.refresh());
     for (const [name, v] of this.flowViews) {
       if (v.stale() && v.refresh() !== undefined) this.traceTarget(name, v);
-      this.followDamage(name, v);
+      this.reportDamage(name, v);
     }
     const tier = this.decider.tier as LbView | undefined;
     if (tier !== undefined) {
-      if (tier.stale() && tier.refresh() !== undefined)
-        this.traceTarget(this.config.tier ?? "tier", tier);
-      this.followDamage(this.config.tier ?? "tier", tier);
+      if (tier.stale() && tier.refresh() !== undefined) this.traceTarget(this.tierName(), tier);
+      this.reportDamage(this.tierName(), tier);
     }
     return Date.now();
   }
 
-  /**
-   * Counts damage a table found in its shared state and logs it once per episode (an
-   * episode ends when the table refreshes again without new damage).
-   */
-  private followDamage(name: string, v: LbView): void {
-    const count = (v as DamageReport).damageCount ?? 0;
-    let d = this.damage.get(v);
-    if (d === undefined) {
-      d = { seen: 0, episode: false };
-      this.damage.set(v, d);
+  private tierName(): string {
+    return this.config.tier ?? "tier";
+  }
+
+  /** Verifies the shared states in place (once a second): damage without a new generation. */
+  private auditStates(): void {
+    const own = this.decider.own as LbView;
+    own.audit();
+    this.reportDamage(this.config.name, own);
+    for (const [name, v] of this.flowViews) {
+      v.audit();
+      this.reportDamage(name, v);
     }
-    if (count === d.seen) {
-      if (d.episode && !v.stale()) {
-        d.episode = false;
-        this.log("notice", `queue ${this.q}: the shared state of "${name}" is readable again`);
-      }
-      return;
-    }
-    this.counters[C.stateDamaged] += count - d.seen;
-    d.seen = count;
-    if (!d.episode) {
-      d.episode = true;
-      const why = (v as DamageReport).lastDamage ?? "damaged";
-      this.log(
-        "warning",
-        `queue ${this.q}: the shared state of "${name}" is damaged (${why}); keeping its last good table`,
-      );
+    const tier = this.decider.tier as LbView | undefined;
+    if (tier !== undefined) {
+      tier.audit();
+      this.reportDamage(this.tierName(), tier);
     }
   }
 
-  private refreshOwn(): void {
+  /**
+   * Counts a table's new damage episodes and logs each once (the table in use stays),
+   * and says once when its state verifies again.
+   */
+  private reportDamage(name: string, v: LbView): void {
+    const seen = this.damageSeen.get(v) ?? { count: 0, damaged: false };
+    if (v.damageCount === seen.count && v.damaged === seen.damaged) return;
+    if (v.damageCount !== seen.count) {
+      this.counters[C.stateDamage] += v.damageCount - seen.count;
+      this.log(
+        "warning",
+        `queue ${this.q}: state of "${name}" is damaged (${v.lastDamage}): keeping the table of generation ${v.generation}; repair: nflb init --force --name ${name}`,
+      );
+    } else if (!v.damaged) {
+      this.log(
+        "notice",
+        `queue ${this.q}: state of "${name}" verifies again (generation ${v.generation})`,
+      );
+    }
+    this.damageSeen.set(v, { count: v.damageCount, damaged: v.damaged });
+  }
+
+  /** After a refresh of the own table: counters, traces and a log line for a new table. */
+  private takeChanges(changed: number[] | undefined): void {
     const own = this.decider.own as LbView;
-    const changed = own.refresh();
-    if (!changed) return; // a writer is busy; the next batch tries again
+    this.reportDamage(this.config.name, own);
+    if (!changed) return; // a writer is busy, or damage; the next change tries again
     for (const slot of changed) this.counters[C.perSlot + slot] = 0;
     this.counters[C.tableChanges]++;
     this.counters[C.generation] = own.generation;
@@ -241,7 +246,10 @@ export class QueueWorker {
     );
   }
 
-  /** A state file deleted and created anew (nflb delete + init): reopen it. */
+  /**
+   * A state file deleted and created anew (nflb delete + init): reopen it. The current
+   * table stays in use unless the new file gives a good copy.
+   */
   private followRecreatedState(): void {
     let inode = -1;
     try {
@@ -249,17 +257,28 @@ export class QueueWorker {
     } catch {
       return; // deleted: keep balancing with the last configuration until it comes back
     }
-    if (inode === this.state.inode) return;
+    if (inode === this.state.inode || inode === this.reloadFailedInode) return;
     try {
+      const next = openState(this.config.name);
+      const view = new LbView(next);
+      const changed = view.refresh();
+      if (changed === undefined) {
+        next.close();
+        throw new Error(view.damaged ? `it is damaged (${view.lastDamage})` : "it is busy");
+      }
       const old = this.state;
-      this.state = openState(this.config.name);
-      this.decider.own = new LbView(this.state);
-      this.refreshOwn();
+      this.state = next;
+      this.decider.own = view;
+      this.takeChanges(changed);
       this.applyFlows(this.compiledFlows); // flows pointing to the own load balancer
       old.close();
       this.log("notice", `state file ${this.state.path} was re-created; reloaded`);
     } catch (err) {
-      this.log("warning", `cannot reload state: ${(err as Error).message}`);
+      this.reloadFailedInode = inode; // said once per file
+      this.log(
+        "warning",
+        `cannot reload the re-created state, keeping the current table: ${(err as Error).message}`,
+      );
     }
   }
 

@@ -14,9 +14,9 @@ interface CheckCommon {
   fastIntervalMs: number;
   /** A probe that has not answered after this long failed. Less than intervalMs. */
   timeoutMs: number;
-  /** Consecutive successes that bring a down (or unknown) target up. */
+  /** Consecutive successes that bring a down target up. An unknown target takes the verdict of its first result. */
   rise: number;
-  /** Consecutive failures that take an up (or unknown) target down. */
+  /** Consecutive failures that take an up target down. An unknown target takes the verdict of its first result. */
   fall: number;
   /** Each wait is stretched or shrunk by a random fraction up to this (0..0.5), so checks do not run in lock-step. */
   jitter: number;
@@ -67,6 +67,31 @@ export type HealthCheckSpec = TcpCheck | HttpCheck | UdpCheck | ExecCheck;
 
 /** Health of one target as the checker sees it. */
 export type Health = "unknown" | "up" | "down";
+
+/** One target as the checker sees it: where probes go and with which check. */
+export interface HealthTargetSpec {
+  fwmark: number;
+  /** The target's own address (also for DSR targets, whose VIP is on their loopback). */
+  address: string;
+  /**
+   * This target's check when it differs from the service's (already merged with the
+   * service's by the config); null = this target is not checked.
+   */
+  check?: HealthCheckSpec | null;
+}
+
+/** One service: its targets share a check unless a target overrides it. */
+export interface HealthServiceSpec {
+  /** The service's name, also the name of its load balancer's state file. */
+  name: string;
+  /** The service's first port: where tcp/http/https/udp checks go unless they name a port. */
+  port?: number;
+  /** undefined = the service's targets are not checked (their health stays as it is). */
+  check?: HealthCheckSpec;
+  targets: HealthTargetSpec[];
+  /** Longest wait after start (or after the service appears) for every target's first verdict. */
+  warmupMs: number;
+}
 
 /** When every target of a service is down: keep the last table (keep-last) or none. */
 export type AllDownPolicy = "keep-last" | "none";

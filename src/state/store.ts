@@ -1,64 +1,102 @@
 // The shared state file of one load balancer: created by `nflb init`, changed by the CLI
-// under an exclusive file lock, read by any number of daemons through a shared mapping.
+// (and the service) under an exclusive file lock, read by any number of daemons through
+// a shared mapping. Layout and damage detection: layout.ts; the target rules: targets.ts.
 import {
   closeSync,
   constants,
   fstatSync,
+  lstatSync,
   mkdirSync,
   openSync,
   readSync,
   renameSync,
   rmSync,
+  statSync,
   writeSync,
 } from "node:fs";
 import { rethrowAs } from "../domain/errors.js";
 import { parseFwmark } from "../domain/fwmark.js";
-import { type WeightRule, weightProblem } from "../domain/weight.js";
-import { buildMaglevTable, normalizeTableSize } from "../maglev/maglev.js";
+import {
+  buildMaglevTable,
+  DEFAULT_TABLE_SIZE,
+  isPrime,
+  MAX_TABLE_SIZE,
+  MIN_TABLE_SIZE,
+  normalizeTableSize,
+} from "../maglev/maglev.js";
 import { LOCK_EX, LOCK_UN, loadAddon } from "../native/addon.js";
 import { statePath as lbStatePath, stateDir } from "../paths.js";
 import {
+  bufferProblem,
+  decodePolicy,
+  decodeTargets,
+  encodeBuffer,
+  encodeHeader,
+  headerProblem,
+  headerSettings,
+  type StateSettings,
+  settingsWords,
+} from "./codec.js";
+import {
   bufferOffset,
-  FLAG_SCTP_PORTS_ONLY,
+  bufferWords,
   fileBytes,
   H,
   HEADER_BYTES,
-  STATE_MAGIC,
-  STATE_VERSION,
+  HEADER_WORDS,
   type StateGeometry,
-  T,
-  TARGET_WORDS,
+  tableStart,
 } from "./layout.js";
+import {
+  type AllDownPolicy,
+  activateTargets,
+  checkTargets,
+  DEFAULT_ALL_DOWN_POLICY,
+  decideTable,
+  type LbTableSettings,
+  type TargetSlot,
+} from "./targets.js";
+
+export * from "./targets.js";
 
 export class StateError extends Error {}
 
+/** The state file exists but cannot be trusted; the message says how to recover. */
+export class StateDamageError extends StateError {
+  constructor(
+    readonly lbName: string,
+    readonly path: string,
+    readonly reason: string,
+  ) {
+    super(
+      `state of load balancer "${lbName}" (${path}) is damaged: ${reason}; ` +
+        `"nflb init --force --name ${lbName}" rebuilds it from its targets, ` +
+        `"nflb delete --name ${lbName}" removes it`,
+    );
+  }
+}
+
 export const DEFAULT_MAX_TARGETS = 100;
 export const MAX_MAX_TARGETS = 10_000;
+
+/** StateFile.readBuffer()/audit() results other than a generation. */
+export const READ_BUSY = -1;
+export const READ_DAMAGED = -2;
 
 /** The state file of a load balancer; a bad name is a StateError. */
 export function statePath(name: string): string {
   return rethrowAs(StateError, () => lbStatePath(name));
 }
 
-export interface LbConfig {
+export interface LbConfig extends StateSettings {
   name: string;
-  tableSize: number;
-  maxTargets: number;
-  ownFwmark: number;
-  hashSeed: number;
-  sctpPortsOnly: boolean;
-  sctpEncapPort: number;
 }
 
-export interface TargetSlot {
-  slot: number;
-  fwmark: number;
-  weight: number;
-  active: boolean;
+/** What `nflb init` asks for (M may still be adjusted to a prime). */
+export interface InitOptions extends LbConfig {
+  /** Default keep-last. */
+  allDownPolicy?: AllDownPolicy;
 }
-
-/** What `nflb init` asks for: the configuration itself (M may still be adjusted to a prime). */
-export type InitOptions = LbConfig;
 
 /** Result of init: the adjusted table size message, if M was not prime. */
 export interface InitResult {
@@ -67,15 +105,16 @@ export interface InitResult {
   message?: string;
 }
 
-function geometryOf(opts: { tableSize: number; maxTargets: number }): StateGeometry {
-  return { tableSize: opts.tableSize, maxTargets: opts.maxTargets };
+/** A consistent, verified copy of the published targets and table. */
+export interface Snapshot {
+  generation: number;
+  targets: TargetSlot[];
+  table: Uint32Array;
+  allDownPolicy: AllDownPolicy;
 }
 
-/**
- * Creates the state file, complete, under a temporary name and renames it into place,
- * so no reader ever finds half a file. Re-running with identical settings is a no-op.
- */
-export function initState(opts: InitOptions): InitResult {
+/** Checks init's settings; returns them with M made prime (and the message saying so). */
+export function checkSettings(opts: InitOptions): { config: LbConfig; message?: string } {
   statePath(opts.name);
   let normalized: { size: number; message?: string };
   try {
@@ -105,33 +144,45 @@ export function initState(opts: InitOptions): InitResult {
       `invalid SCTP encapsulation port ${opts.sctpEncapPort}: expected 0..65535`,
     );
   }
-  const config: LbConfig = { ...opts, tableSize: normalized.size };
-  const path = statePath(opts.name);
-  const existing = tryOpenState(opts.name);
-  if (existing) {
-    const keys = Object.keys(config) as (keyof LbConfig)[];
-    const same = keys.every((k) => existing.config[k] === config[k]);
-    existing.close();
-    if (same) return { path, created: false, message: normalized.message };
-    throw new StateError(
-      `load balancer "${opts.name}" already exists with other settings: run "nflb delete --name ${opts.name}" first`,
-    );
-  }
-  mkdirSync(stateDir(), { recursive: true, mode: 0o755 });
-  const g = geometryOf(config);
+  const config: LbConfig = {
+    name: opts.name,
+    tableSize: normalized.size,
+    maxTargets: opts.maxTargets,
+    ownFwmark: opts.ownFwmark,
+    hashSeed: opts.hashSeed,
+    sctpPortsOnly: opts.sctpPortsOnly,
+    sctpEncapPort: opts.sctpEncapPort,
+  };
+  return { config, message: normalized.message };
+}
+
+/**
+ * Writes a complete state file under a temporary name and renames it into place, so no
+ * reader ever finds half a file: the header, and the buffer of `generation` with these
+ * targets and the table built from them.
+ */
+export function writeStateFile(
+  config: LbConfig,
+  generation: number,
+  allDownPolicy: AllDownPolicy,
+  targets: TargetSlot[],
+): string {
+  const path = statePath(config.name);
+  const g: StateGeometry = { tableSize: config.tableSize, maxTargets: config.maxTargets };
+  checkTargets(targets, g.maxTargets);
+  const table = buildTable(targets, allDownPolicy, g.tableSize);
   const bytes = Buffer.alloc(fileBytes(g));
-  const header = new Int32Array(bytes.buffer, bytes.byteOffset, HEADER_BYTES / 4);
-  header[H.magic] = STATE_MAGIC;
-  header[H.version] = STATE_VERSION;
-  header[H.generation] = 1;
-  header[H.activeBuffer] = 0;
-  header[H.tableSize] = config.tableSize;
-  header[H.maxTargets] = config.maxTargets;
-  header[H.ownFwmark] = config.ownFwmark | 0;
-  header[H.hashSeed] = config.hashSeed | 0;
-  header[H.flags] = config.sctpPortsOnly ? FLAG_SCTP_PORTS_ONLY : 0;
-  header[H.sctpEncapPort] = config.sctpEncapPort;
-  header[H.logLevel] = -1;
+  const header = new Int32Array(bytes.buffer, bytes.byteOffset, HEADER_WORDS);
+  encodeHeader(header, config);
+  header[H.generation] = generation | 0;
+  const index = generation & 1;
+  const buffer = new Uint32Array(
+    bytes.buffer,
+    bytes.byteOffset + bufferOffset(g, index),
+    bufferWords(g),
+  );
+  encodeBuffer(buffer, g, settingsWords(config), generation, allDownPolicy, targets, table);
+  mkdirSync(stateDir(), { recursive: true, mode: 0o755 });
   const tmp = `${path}.tmp.${process.pid}`;
   const fd = openSync(tmp, "w", 0o644);
   try {
@@ -140,16 +191,126 @@ export function initState(opts: InitOptions): InitResult {
     closeSync(fd);
   }
   renameSync(tmp, path);
-  return { path, created: true, message: normalized.message };
+  return path;
 }
 
+/** Decides which targets are in the table (setting inTable) and builds the table. */
+function buildTable(targets: TargetSlot[], policy: AllDownPolicy, tableSize: number): Uint32Array {
+  const { members } = decideTable(targets, policy);
+  const inTable = new Set(members.map((t) => t.fwmark));
+  for (const t of targets) t.inTable = inTable.has(t.fwmark);
+  try {
+    return buildMaglevTable(
+      members.map((t) => ({ fwmark: t.fwmark, weight: t.weight })),
+      tableSize,
+    );
+  } catch (err) {
+    throw new StateError((err as Error).message);
+  }
+}
+
+/**
+ * Creates the state file. Re-running with identical settings is a no-op; other settings
+ * are refused (`nflb init --force` is repairState()). A damaged state is refused with a
+ * StateDamageError that says how to recover.
+ */
+export function initState(opts: InitOptions): InitResult {
+  const { config, message } = checkSettings(opts);
+  const path = statePath(opts.name);
+  const existing = tryOpenState(opts.name);
+  if (existing) {
+    try {
+      const keys = Object.keys(config) as (keyof LbConfig)[];
+      const policy = existing.snapshot().allDownPolicy;
+      const same =
+        keys.every((k) => existing.config[k] === config[k]) &&
+        (opts.allDownPolicy === undefined || opts.allDownPolicy === policy);
+      if (same) return { path, created: false, message };
+    } finally {
+      existing.close();
+    }
+    throw new StateError(
+      `load balancer "${opts.name}" already exists with other settings: run "nflb delete --name ${opts.name}" first, or "nflb init --force" to change them and keep the targets`,
+    );
+  }
+  writeStateFile(config, 1, opts.allDownPolicy ?? DEFAULT_ALL_DOWN_POLICY, []);
+  return { path, created: true, message };
+}
+
+/**
+ * What `nflb setup` needs in the daemon modes: the load balancer's state (created with
+ * default settings, room for at least these targets, if there is none) with these targets
+ * active at these weights (0: in the set, no new flows), in one generation. Returns
+ * whether it created the state, so that a failed setup can remove it again; if the
+ * activation fails, a state created here is removed.
+ */
+export function ensureActiveTargets(
+  name: string,
+  targets: readonly { fwmark: number; weight: number }[],
+): { created: boolean } {
+  let created = false;
+  const existing = tryOpenState(name);
+  if (existing) existing.close();
+  else {
+    initState({
+      name,
+      tableSize: DEFAULT_TABLE_SIZE,
+      maxTargets: Math.max(DEFAULT_MAX_TARGETS, targets.length),
+      ownFwmark: 0,
+      hashSeed: 0,
+      sctpPortsOnly: true,
+      sctpEncapPort: 0,
+    });
+    created = true;
+  }
+  try {
+    const state = openState(name);
+    try {
+      state.update((slots) => {
+        for (const t of targets) {
+          activateTargets(slots, [t.fwmark], t.weight, state.config.maxTargets, {
+            allowZero: true,
+          });
+        }
+      });
+    } finally {
+      state.close();
+    }
+  } catch (err) {
+    if (created) deleteState(name);
+    throw err;
+  }
+  return { created };
+}
+
+/** Removes a load balancer's state file, damaged or not. False if there was none. */
 export function deleteState(name: string): boolean {
   const path = statePath(name);
-  const state = tryOpenState(name);
-  if (!state) return false;
-  state.close();
+  try {
+    lstatSync(path);
+  } catch {
+    return false;
+  }
   rmSync(path, { force: true });
   return true;
+}
+
+/** What is wrong with a load balancer's state, or undefined when it is fine (or absent). */
+export function stateProblem(name: string): string | undefined {
+  try {
+    const state = tryOpenState(name);
+    if (state) {
+      try {
+        state.snapshot();
+      } finally {
+        state.close();
+      }
+    }
+    return undefined;
+  } catch (err) {
+    if (err instanceof StateDamageError) return err.reason;
+    throw err;
+  }
 }
 
 export function tryOpenState(name: string): StateFile | undefined {
@@ -174,21 +335,28 @@ export function openState(name: string): StateFile {
   return state;
 }
 
-/** A consistent copy of the published targets and table. */
-export interface Snapshot {
-  generation: number;
-  targets: TargetSlot[];
-  table: Uint32Array;
+/** The geometry a header announces, if it is one a state file can have. */
+function plausibleGeometry(header: Uint32Array): StateGeometry | undefined {
+  const tableSize = header[H.tableSize];
+  const maxTargets = header[H.maxTargets];
+  const sizeOk = tableSize >= MIN_TABLE_SIZE && tableSize <= MAX_TABLE_SIZE && isPrime(tableSize);
+  const targetsOk = maxTargets >= 1 && maxTargets <= MAX_MAX_TARGETS;
+  return sizeOk && targetsOk ? { tableSize, maxTargets } : undefined;
 }
 
 export class StateFile {
   readonly config: LbConfig;
   readonly geometry: StateGeometry;
-  /** Header words; generation and active buffer are read with Atomics. */
+  /** Header words; the generation and log level are read and written with Atomics. */
   readonly header: Int32Array;
-  private readonly mapping: ArrayBuffer;
-  private fd: number;
   readonly inode: number;
+  /** What the last readBuffer()/audit() that returned READ_DAMAGED found wrong. */
+  lastDamage: string | undefined;
+  private readonly headerWords: Uint32Array;
+  private readonly buffers: [Uint32Array, Uint32Array];
+  /** The settings as the header held them at open: every buffer must agree. */
+  private readonly expected: number[];
+  private fd: number;
 
   constructor(
     readonly name: string,
@@ -196,115 +364,132 @@ export class StateFile {
     fd: number,
   ) {
     this.fd = fd;
+    const damaged = (reason: string): never => {
+      closeSync(fd);
+      throw new StateDamageError(name, path, reason);
+    };
     const st = fstatSync(fd);
     this.inode = st.ino;
-    if (st.size < HEADER_BYTES) {
-      closeSync(fd);
-      throw new StateError(`${path} is not an nflb state file (too small)`);
+    if (st.size < HEADER_BYTES) damaged(`the file is too small (${st.size} bytes)`);
+    const probe = new Uint32Array(HEADER_WORDS);
+    readSync(fd, new Uint8Array(probe.buffer), 0, HEADER_BYTES, 0);
+    const problem = headerProblem(probe);
+    if (problem !== undefined) damaged(problem);
+    const geometry = plausibleGeometry(probe) ?? damaged("impossible table size or target count");
+    if (st.size !== fileBytes(geometry)) {
+      damaged(`its size (${st.size} bytes) does not match its geometry (${fileBytes(geometry)})`);
     }
-    const probe = Buffer.alloc(HEADER_BYTES);
-    const head = new Int32Array(probe.buffer, probe.byteOffset, HEADER_BYTES / 4);
-    readHeader(fd, probe);
-    if (head[H.magic] !== STATE_MAGIC || head[H.version] !== STATE_VERSION) {
-      closeSync(fd);
-      throw new StateError(`${path} is not an nflb state file of version ${STATE_VERSION}`);
+    this.geometry = geometry;
+    const mapping = loadAddon().mmapShared(fd, st.size);
+    this.header = new Int32Array(mapping, 0, HEADER_WORDS);
+    this.headerWords = new Uint32Array(mapping, 0, HEADER_WORDS);
+    const words = bufferWords(geometry);
+    this.buffers = [
+      new Uint32Array(mapping, bufferOffset(geometry, 0), words),
+      new Uint32Array(mapping, bufferOffset(geometry, 1), words),
+    ];
+    const settings = headerSettings(probe);
+    this.expected = settingsWords(settings);
+    this.config = { name, ...settings };
+  }
+
+  /** The published generation (one atomic load). */
+  generation(): number {
+    return Atomics.load(this.header, H.generation) >>> 0;
+  }
+
+  /** Words of one buffer copy (what readBuffer() fills). */
+  bufferWords(): number {
+    return bufferWords(this.geometry);
+  }
+
+  /**
+   * Copies the published buffer into `into` (bufferWords() long, the reader's own) and
+   * verifies the copy. Returns the generation copied; READ_BUSY if writers kept publishing
+   * during every attempt (try again later); READ_DAMAGED if the header or the copy is
+   * damaged (lastDamage says how; `into` then holds garbage). Never throws, never
+   * allocates more than the checksums' views: the daemon calls it between batches.
+   */
+  readBuffer(into: Uint32Array): number {
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const generation = this.generation();
+      into.set(this.buffers[generation & 1]);
+      if (this.generation() !== generation) continue;
+      const problem =
+        headerProblem(this.headerWords, this.expected) ??
+        bufferProblem(into, this.geometry, generation, this.expected);
+      if (problem !== undefined) {
+        this.lastDamage = problem;
+        return READ_DAMAGED;
+      }
+      return generation;
     }
-    this.geometry = { tableSize: head[H.tableSize], maxTargets: head[H.maxTargets] };
-    if (st.size !== fileBytes(this.geometry)) {
-      closeSync(fd);
-      throw new StateError(`${path} has the wrong size for its geometry: damaged state file`);
+    return READ_BUSY;
+  }
+
+  /**
+   * Verifies the header and the published buffer in place, without copying: finds damage
+   * that did not come with a new generation (a stray write into the table). Same results
+   * as readBuffer().
+   */
+  audit(): number {
+    const generation = this.generation();
+    const problem =
+      headerProblem(this.headerWords, this.expected) ??
+      bufferProblem(this.buffers[generation & 1], this.geometry, generation, this.expected);
+    if (this.generation() !== generation) return READ_BUSY;
+    if (problem !== undefined) {
+      this.lastDamage = problem;
+      return READ_DAMAGED;
     }
-    this.mapping = loadAddon().mmapShared(fd, st.size);
-    this.header = new Int32Array(this.mapping, 0, HEADER_BYTES / 4);
-    this.config = {
-      name,
-      tableSize: this.geometry.tableSize,
-      maxTargets: this.geometry.maxTargets,
-      ownFwmark: head[H.ownFwmark] >>> 0,
-      hashSeed: head[H.hashSeed] >>> 0,
-      sctpPortsOnly: (head[H.flags] & FLAG_SCTP_PORTS_ONLY) !== 0,
-      sctpEncapPort: head[H.sctpEncapPort],
+    return generation;
+  }
+
+  /** The published state, verified; StateDamageError if it is damaged. */
+  snapshot(): Snapshot {
+    const copy = new Uint32Array(this.bufferWords());
+    const generation = this.readBuffer(copy);
+    if (generation === READ_BUSY) throw new StateError(`${this.path} is changing too fast to read`);
+    if (generation === READ_DAMAGED) {
+      throw new StateDamageError(this.name, this.path, this.lastDamage ?? "unknown damage");
+    }
+    const start = tableStart(this.geometry);
+    return {
+      generation,
+      targets: decodeTargets(copy, this.geometry),
+      table: copy.slice(start, start + this.geometry.tableSize),
+      allDownPolicy: decodePolicy(copy),
     };
   }
 
-  generation(): number {
-    return Atomics.load(this.header, H.generation);
-  }
-
-  private targetWords(index: number): Uint32Array {
-    return new Uint32Array(
-      this.mapping,
-      bufferOffset(this.geometry, index),
-      this.geometry.maxTargets * TARGET_WORDS,
-    );
-  }
-
-  private tableWords(index: number): Uint32Array {
-    return new Uint32Array(
-      this.mapping,
-      bufferOffset(this.geometry, index) + this.geometry.maxTargets * TARGET_WORDS * 4,
-      this.geometry.tableSize,
-    );
-  }
-
   /**
-   * Copies the published targets and table into the caller's arrays (no allocation, for
-   * the daemon). Returns the generation copied, or -1 if writers kept publishing during
-   * every attempt (the caller keeps its previous copy and tries again later).
+   * Changes the targets (and the load balancer's table settings) under an exclusive lock:
+   * `change` edits copies, the table is rebuilt (decideTable, then Maglev), written to the
+   * inactive buffer and published with one store of the generation. If `change` throws,
+   * or the state is damaged, nothing is written.
    */
-  readInto(targets: Uint32Array, table: Uint32Array): number {
-    for (let attempt = 0; attempt < 8; attempt++) {
-      const before = Atomics.load(this.header, H.generation);
-      const index = Atomics.load(this.header, H.activeBuffer);
-      targets.set(this.targetWords(index));
-      table.set(this.tableWords(index));
-      if (Atomics.load(this.header, H.generation) === before) return before;
-    }
-    return -1;
-  }
-
-  snapshot(): Snapshot {
-    const targetWords = new Uint32Array(this.geometry.maxTargets * TARGET_WORDS);
-    const table = new Uint32Array(this.geometry.tableSize);
-    const generation = this.readInto(targetWords, table);
-    if (generation < 0) throw new StateError(`${this.path} is changing too fast to read`);
-    return { generation, targets: decodeTargets(targetWords), table };
-  }
-
-  /**
-   * Changes the target set under an exclusive lock: `change` edits a copy of the slots,
-   * the table is rebuilt, written to the inactive buffer and published in one store.
-   * If `change` throws, nothing is written.
-   */
-  update(change: (targets: TargetSlot[]) => void): Snapshot {
+  update(change: (targets: TargetSlot[], settings: LbTableSettings) => void): Snapshot {
     this.lock();
     try {
       const current = this.snapshot();
       const targets = current.targets.map((t) => ({ ...t }));
-      change(targets);
-      const active = targets.filter((t) => t.active && t.fwmark !== 0);
-      let table: Uint32Array;
-      try {
-        table = buildMaglevTable(
-          active.map((t) => ({ fwmark: t.fwmark, weight: t.weight })),
-          this.geometry.tableSize,
-        );
-      } catch (err) {
-        throw new StateError((err as Error).message);
-      }
-      const next = 1 - Atomics.load(this.header, H.activeBuffer);
-      const words = this.targetWords(next);
-      words.fill(0);
-      for (const t of targets) {
-        const base = t.slot * TARGET_WORDS;
-        words[base + T.fwmark] = t.fwmark;
-        words[base + T.weight] = t.weight;
-        words[base + T.active] = t.active ? 1 : 0;
-      }
-      this.tableWords(next).set(table);
-      Atomics.store(this.header, H.activeBuffer, next);
-      const generation = Atomics.add(this.header, H.generation, 1) + 1;
-      return { generation, targets, table };
+      const settings: LbTableSettings = { allDownPolicy: current.allDownPolicy };
+      change(targets, settings);
+      checkTargets(targets, this.geometry.maxTargets);
+      const table = buildTable(targets, settings.allDownPolicy, this.geometry.tableSize);
+      const generation = (current.generation + 1) >>> 0;
+      encodeBuffer(
+        this.buffers[generation & 1],
+        this.geometry,
+        this.expected,
+        generation,
+        settings.allDownPolicy,
+        targets,
+        table,
+      );
+      Atomics.store(this.header, H.generation, generation | 0);
+      targets.sort((a, b) => a.slot - b.slot);
+      return { generation, targets, table, allDownPolicy: settings.allDownPolicy };
     } finally {
       this.unlock();
     }
@@ -322,6 +507,17 @@ export class StateFile {
     const addon = loadAddon();
     const rc = addon.flock(this.fd, LOCK_EX);
     if (rc < 0) throw new StateError(`cannot lock ${this.path}: ${addon.strerror(rc)}`);
+    // A repair or re-init replaced the file while we waited: our change would be lost.
+    let replaced = true;
+    try {
+      replaced = statSync(this.path).ino !== this.inode;
+    } catch {
+      // removed
+    }
+    if (replaced) {
+      this.unlock();
+      throw new StateError(`${this.path} was replaced or removed meanwhile: run the command again`);
+    }
   }
 
   private unlock(): void {
@@ -333,73 +529,5 @@ export class StateFile {
       closeSync(this.fd);
       this.fd = -1;
     }
-  }
-}
-
-function readHeader(fd: number, into: Buffer): void {
-  // Positional read: the header is checked before the file is mapped.
-  readSync(fd, into, 0, into.length, 0);
-}
-
-export function decodeTargets(words: Uint32Array): TargetSlot[] {
-  const targets: TargetSlot[] = [];
-  for (let slot = 0; slot * TARGET_WORDS < words.length; slot++) {
-    const base = slot * TARGET_WORDS;
-    const fwmark = words[base + T.fwmark];
-    if (fwmark === 0) continue;
-    targets.push({
-      slot,
-      fwmark,
-      weight: words[base + T.weight],
-      active: words[base + T.active] === 1,
-    });
-  }
-  return targets;
-}
-
-/**
- * Activates (or re-weights) targets, reusing a target's slot so its counters stay its own.
- * Weight 0 (a setup's FWMARK=ADDR@0, `rule.allowZero`) keeps a target known with no table
- * entries: no new flows.
- */
-export function activateTargets(
-  targets: TargetSlot[],
-  fwmarks: number[],
-  weight: number,
-  maxTargets: number,
-  rule: WeightRule = {},
-): void {
-  const problem = weightProblem(weight, rule);
-  if (problem !== undefined) throw new StateError(problem);
-  for (const fwmark of fwmarks) {
-    const existing = targets.find((t) => t.fwmark === fwmark);
-    if (existing) {
-      existing.active = true;
-      existing.weight = weight;
-      continue;
-    }
-    const used = new Set(targets.map((t) => t.slot));
-    let slot = 0;
-    while (used.has(slot)) slot++;
-    if (slot >= maxTargets) {
-      // All slots taken: reuse the slot of an inactive target, if any.
-      const idle = targets.findIndex((t) => !t.active);
-      if (idle < 0) {
-        throw new StateError(
-          `cannot activate ${fwmark}: all ${maxTargets} target slots are in use (init --N)`,
-        );
-      }
-      slot = targets[idle].slot;
-      targets.splice(idle, 1);
-    }
-    targets.push({ slot, fwmark, weight, active: true });
-  }
-}
-
-export function deactivateTargets(targets: TargetSlot[], fwmarks: number[]): void {
-  for (const fwmark of fwmarks) {
-    const existing = targets.find((t) => t.fwmark === fwmark);
-    if (!existing) throw new StateError(`unknown fwmark ${fwmark}: it was never activated`);
-    existing.active = false;
   }
 }

@@ -444,7 +444,7 @@ describe("setup/teardown rule sets", { skip }, () => {
         const clean = snapshot(lb);
         const bad: [SetupSpec, RegExp][] = [
           [spec({ vips: ["10.200.0.1/24"] }), /host bits set/],
-          [spec({ ports: "80,0" }), /invalid port "0"/],
+          [spec({ ports: "80,0" }), /ports: port 0 is not a service port/],
           [spec({ vips: ["fd00:200::1"] }), /address family differs/],
           // Not on a connected network: `ip route add ... via` would fail half-way.
           [

@@ -16,6 +16,7 @@ test("--help lists every command; each command has --help", () => {
     "delete",
     "activate",
     "deactivate",
+    "target",
     "show",
     "lb",
     "fwmark",

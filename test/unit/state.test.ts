@@ -228,5 +228,12 @@ test("a reader in another process never sees half an update", async () => {
   assert.ok(result.reads > 10, `reader read ${result.reads} times`);
   for (const d of result.digests)
     assert.ok(allowed.has(d), "reader saw a table that was never published");
+  // The reader really read while the writer changed the table: it saw both of them (a
+  // reader that only ever saw one table would prove nothing about torn reads).
+  assert.deepEqual(
+    [...new Set(result.digests)].sort(),
+    [...allowed].sort(),
+    `reader saw ${result.digests.length} of the 2 tables in ${result.reads} reads`,
+  );
   s.close();
 });

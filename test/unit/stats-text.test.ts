@@ -51,7 +51,7 @@ function queue(n: number, running: boolean, over: Partial<QueueCounters> = {}): 
     tierForwarded: 0,
     noFlowDropped: 0,
     noFlowMarked: 0,
-    stateDamaged: 0,
+    stateDamage: 0,
     flowsApplied: 1,
     flowsAppliedAt: "",
     flows: 0,
