@@ -1,9 +1,12 @@
-// Per-packet cost of the data plane's pure work: classify + flowHash + Maglev-style table
-// lookup, over the real fixture packets laid out in one buffer as an NFQUEUE batch would
-// be (each cut to a 256-byte copy range). Median of several runs of >= 1M packets.
+// Per-packet cost of the data plane's pure work: classify + decide() (what a worker does
+// per packet, verdict aside), and its parts: classify + flowHash + Maglev-style table
+// lookup, classify alone, hash and lookup alone; over the real fixture packets laid out in
+// one buffer as an NFQUEUE batch would be (each cut to a 256-byte copy range). Median of
+// several runs of >= 1M packets.
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { Decider, Decision, FixedTable } from "../src/decide/index.js";
 import { reciprocalScale } from "../src/hash/jhash.js";
 import { type ClassifyOptions, classify, flowHash, PacketInfo } from "../src/packet/classify.js";
 import { readPcap } from "../test/helpers/pcap.js";
@@ -74,6 +77,25 @@ const classifyOnly: Loop = (b, n, opts, info) => {
   return acc;
 };
 
+const decider = new Decider(new FixedTable(new Uint32Array(M), 0x1234), "bench");
+const decision = new Decision();
+
+/** The worker's per-packet work: classify, then decide (no flows, one load balancer). */
+const classifyDecide: Loop = (b, n, opts, info) => {
+  const { buf, offsets, lengths } = b;
+  const count = offsets.length;
+  let acc = 0;
+  for (let i = 0, j = 0; i < n; i++) {
+    const off = offsets[j];
+    const len = lengths[j];
+    classify(buf, off, len, opts, info);
+    decider.decide(info, buf, off, len, len, 0, decision);
+    acc += decision.fwmark + decision.reason;
+    if (++j === count) j = 0;
+  }
+  return acc;
+};
+
 const hashOnly: Loop = (_b, n, _opts, info, table) => {
   let acc = 0;
   for (let i = 0; i < n; i++) {
@@ -87,7 +109,8 @@ function measure(loop: Loop, batch: Batch): number {
   const opts: ClassifyOptions = { sctpPortsOnly: true, sctpEncapPort: 0 };
   const info = new PacketInfo();
   const table = new Uint32Array(M);
-  for (let i = 0; i < M; i++) table[i] = i % 97;
+  for (let i = 0; i < M; i++) table[i] = (i % 97) + 1;
+  decider.own = new FixedTable(table, 0x1234);
   // Prime info for hashOnly (an IPv4 5-tuple key).
   classify(batch.buf, batch.offsets[0], batch.lengths[0], opts, info);
   loop(batch, PACKETS_PER_RUN, opts, info, table); // warm-up: let the JIT settle
@@ -109,6 +132,12 @@ export function benchClassify(): { name: string; median: number; unit: string }[
   const v6 = loadBatch((f) => f.includes("v6") || f.startsWith("ipv6") || f.startsWith("icmp6"));
   const unit = "ns/packet";
   return [
+    {
+      name: `classify+decide, fixture mix (${mix.offsets.length} packets)`,
+      median: measure(classifyDecide, mix),
+      unit,
+    },
+    { name: "classify+decide, TCP/IPv4 only", median: measure(classifyDecide, tcp4), unit },
     {
       name: `classify+flowHash+lookup, fixture mix (${mix.offsets.length} packets)`,
       median: measure(full, mix),

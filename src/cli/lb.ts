@@ -1,13 +1,20 @@
 // `nflb lb`: the NFQUEUE daemon.
 import type { Command } from "commander";
-import { runDaemon } from "../dataplane/daemon.js";
+import { type DataplaneHandle, type ServiceOptions, startDataplane } from "../dataplane/daemon.js";
+import { followLogLevel } from "../dataplane/loglevel.js";
 import { parseQueueRange, queueNumbers } from "../domain/queues.js";
 import {
   DEFAULT_FRAG_CONFIG,
   type FragTableConfig,
   validateFragConfig,
 } from "../fragments/config.js";
-import { LEVEL_VALUE, LOG_LEVELS, Logger, parseLogLevel } from "../log/logger.js";
+import {
+  LEVEL_VALUE,
+  LOG_LEVELS,
+  Logger,
+  type LogLevelName,
+  parseLogLevel,
+} from "../log/logger.js";
 import { controlSocketPath } from "../paths.js";
 import { parseHostPort } from "../trace/paths.js";
 import { action, addNameOption, CliError, fwmarkArg, intArg, requireRoot } from "./common.js";
@@ -204,15 +211,59 @@ export function registerLbCommand(program: Command): void {
             promiscuousPing: opts.promiscuousPing === true,
             fragments,
             tier: opts.tier,
-            control: {
-              socket: opts.controlSocket ?? controlSocketPath(opts.name),
-              tcp: controlTcp,
-            },
-            keepStoredLogLevel: opts.loglevel === undefined,
           },
+          {
+            socket: opts.controlSocket ?? controlSocketPath(opts.name),
+            tcp: controlTcp,
+          },
+          opts.loglevel === undefined,
           log,
         );
         process.exitCode = code;
       }),
     );
+}
+
+/**
+ * `nflb lb`: the data plane for one load balancer, until SIGTERM or SIGINT stops it (each
+ * queue answers the packets it holds first). Its log level follows the shared state.
+ * Resolves with the exit code: 1 when it could not start or a queue failed.
+ */
+async function runDaemon(
+  service: ServiceOptions,
+  control: { socket: string; tcp?: { host: string; port: number } },
+  keepStoredLogLevel: boolean,
+  log: Logger,
+): Promise<number> {
+  let plane: DataplaneHandle | undefined;
+  // Lines go to the tracers of the log too, once the data plane exists.
+  const say = (level: LogLevelName, message: string) => {
+    log[level](message);
+    plane?.hub.log(level, message);
+  };
+  const level = followLogLevel(service.name, log, keepStoredLogLevel, say);
+  const onSignal = (signal: NodeJS.Signals) => {
+    say("notice", `${signal}: stopping`);
+    void plane?.stop();
+  };
+  try {
+    try {
+      plane = await startDataplane({
+        services: [service],
+        log,
+        control: { ...control, name: service.name },
+      });
+    } catch (err) {
+      // A queue that failed to start has said why ("queue N: ..."); anything else is said here.
+      if (!/^queue \d+: /.test((err as Error).message)) throw err;
+      return 1;
+    }
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+    return await plane.done;
+  } finally {
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+    level.stop();
+  }
 }

@@ -3,11 +3,20 @@
 // `nflb stats` reads it while the daemon runs and after it stops.
 import { closeSync, ftruncateSync, openSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import {
+  type Decision,
+  type LbTable,
+  NO_SLOT,
+  REASON_COUNT,
+  Reason,
+  Verdict,
+} from "../decide/index.js";
 import { parseLbName } from "../domain/names.js";
 import { loadAddon } from "../native/addon.js";
 import { countersFileQueue, countersPath, stateDir } from "../paths.js";
 
-const COUNTERS_MAGIC = 0x4e464c53; // "NFLS"
+/** "NFL2": the layout below (perSlot moved to word 96); files of the older layout are skipped. */
+const COUNTERS_MAGIC = 0x4e464c32;
 
 /** Float64 word indices; counters stay exact up to 2^53. */
 export const C = {
@@ -55,9 +64,55 @@ export const C = {
   noFlowMarked: 70,
   /** Damage episodes of the shared state (a copy or audit that did not verify). */
   stateDamage: 71,
+  /** Flow sets this queue applied, when it applied the last one (ms), and its flows. */
+  flowsApplied: 72,
+  flowsAppliedAt: 73,
+  flows: 74,
+  /** The largest packet queued (its original length: a GSO packet is larger than the MTU). */
+  largestPacket: 75,
+  /** When the queue last applied a change of its load balancer's table (ms). */
+  tableChangedAt: 76,
   /** maxTargets words: packets per target slot. */
-  perSlot: 72,
+  perSlot: 96,
 } as const;
+
+/** Per (reason, verdict): the counter a decision moves, -1 for none. */
+const COUNTER_OF = (() => {
+  const t = new Int16Array(REASON_COUNT * 3).fill(-1);
+  const set = (reason: Reason, verdict: Verdict, counter: number) => {
+    t[reason * 3 + verdict] = counter;
+  };
+  set(Reason.Balanced, Verdict.Accept, C.marked);
+  set(Reason.FragFirst, Verdict.Accept, C.marked);
+  set(Reason.FragForwarded, Verdict.Accept, C.marked);
+  set(Reason.Invalid, Verdict.Drop, C.invalidDropped);
+  set(Reason.Invalid, Verdict.AcceptUnmarked, C.invalidAccepted);
+  set(Reason.TierPeer, Verdict.Accept, C.tierForwarded);
+  set(Reason.NoFlow, Verdict.Drop, C.noFlowDropped);
+  set(Reason.NoFlow, Verdict.Accept, C.noFlowMarked);
+  set(Reason.NoTarget, Verdict.Drop, C.noTargetDropped);
+  set(Reason.NoTarget, Verdict.Accept, C.noTargetMarked);
+  set(Reason.FragTruncated, Verdict.Drop, C.fragTruncated);
+  // Held and dropped fragments are counted by the fragment table (C.frag*).
+  return t;
+})();
+
+/**
+ * Counts one decision: its reason's counter, the invalid packet's classifier reason, and
+ * the packet of its target slot when the queue's own load balancer chose it (flows are
+ * counted per flow's load balancer elsewhere).
+ */
+export function countDecision(w: Float64Array, d: Decision, own: LbTable): void {
+  if (d.reason === Reason.Balanced) {
+    w[C.marked]++;
+    if (d.lb === own) w[C.perSlot + d.slot]++;
+    return;
+  }
+  const counter = COUNTER_OF[d.reason * 3 + d.verdict];
+  if (counter >= 0) w[counter]++;
+  if (d.reason === Reason.Invalid) w[C.invalidByReason + (d.invalid % INVALID_REASON_SLOTS)]++;
+  else if (d.slot !== NO_SLOT && d.lb === own) w[C.perSlot + d.slot]++;
+}
 
 export const INVALID_REASON_SLOTS = 32;
 
@@ -119,10 +174,20 @@ export interface QueueCounters {
   sendErrors: number;
   recvErrors: number;
   tableChanges: number;
+  /** The table generation the queue uses, and when it applied it. */
+  generation: number;
+  tableChangedAt: string;
   tierForwarded: number;
   noFlowDropped: number;
   noFlowMarked: number;
+  /** Damage episodes of the shared states the queue reads. */
   stateDamage: number;
+  /** Flow sets applied since the start, when the last was applied, its flows. */
+  flowsApplied: number;
+  flowsAppliedAt: string;
+  flows: number;
+  /** Largest packet queued, in bytes (GSO packets are larger than the MTU). */
+  largestPacket: number;
   invalidByReason: Record<number, number>;
   fragments: Record<keyof typeof FRAGMENT_COUNTERS, number>;
   perSlot: number[];
@@ -135,6 +200,24 @@ function processAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === "EPERM";
   }
+}
+
+/**
+ * A queue's drops by reason, named as decide() names its reasons (the status and metrics
+ * of `nflb run` show these): packets the daemon dropped, and fragments the fragment
+ * table dropped or let expire.
+ */
+export function dropsByReason(q: QueueCounters): Record<string, number> {
+  const f = q.fragments;
+  return {
+    "no-target": q.noTargetDropped,
+    "no-flow": q.noFlowDropped,
+    invalid: q.invalidDropped,
+    "fragment-dropped":
+      f.droppedPoolFull + f.droppedTooBig + f.droppedTableFull + f.droppedPoisoned,
+    "fragment-truncated": f.truncated,
+    "fragment-expired": f.droppedExpired,
+  };
 }
 
 /** Reads every queue's counters file of a load balancer. */
@@ -173,10 +256,16 @@ export function readCounters(name: string): QueueCounters[] {
       sendErrors: w[C.sendErrors],
       recvErrors: w[C.recvErrors],
       tableChanges: w[C.tableChanges],
+      generation: w[C.generation],
+      tableChangedAt: new Date(w[C.tableChangedAt]).toISOString(),
       tierForwarded: w[C.tierForwarded],
       noFlowDropped: w[C.noFlowDropped],
       noFlowMarked: w[C.noFlowMarked],
       stateDamage: w[C.stateDamage],
+      flowsApplied: w[C.flowsApplied],
+      flowsAppliedAt: new Date(w[C.flowsAppliedAt]).toISOString(),
+      flows: w[C.flows],
+      largestPacket: w[C.largestPacket],
       invalidByReason,
       fragments: Object.fromEntries(
         Object.entries(FRAGMENT_COUNTERS).map(([key, index]) => [key, w[index]]),

@@ -1,10 +1,10 @@
-// Fragments in the daemon: the first fragment of a datagram picks the target (it has the
-// ports), the fragment table remembers it, later fragments follow it. Later fragments
-// that overtake the first are copied and held; once the first arrives they are written
-// back into the stack through a TUN device, pass the queue again and find their target.
-import { FragmentTable, type FragTableConfig, FragVerdict } from "../fragments/table.js";
+// Fragments in the daemon, the I/O part: the fragment table (which decide() consults)
+// holds copies of later fragments that overtook their first one; once the first arrives
+// they are ready, and this handler writes them back into the stack through a TUN device,
+// where they pass the queue again and find their target. It also publishes the table's
+// counters.
+import { FragmentTable, type FragTableConfig } from "../fragments/table.js";
 import { loadAddon, type NativeAddon } from "../native/addon.js";
-import { FragKind, type PacketInfo } from "../packet/index.js";
 import { C } from "./counters.js";
 
 export interface FragmentOptions {
@@ -17,7 +17,6 @@ export class FragmentHandler {
   readonly table: FragmentTable;
   private readonly addon: NativeAddon;
   private readonly tunFd: number;
-  private ready = 0;
 
   constructor(
     options: FragmentOptions,
@@ -29,39 +28,13 @@ export class FragmentHandler {
   }
 
   /**
-   * The fwmark for a fragment, or 0 when the packet is to be dropped (a copy is held
-   * until its first fragment comes, or the table dropped and counted it). `firstMark` is
-   * the target its flow hash chose, which a first fragment takes. The table stores
-   * fwmarks (as int32), so fragments of flows of any load balancer find their target.
+   * After each batch: re-inject what became ready, expire old entries, publish counters.
+   * Returns how many fragments were re-injected.
    */
-  markFor(
-    info: PacketInfo,
-    buf: Uint8Array,
-    off: number,
-    len: number,
-    origLen: number,
-    firstMark: number,
-    now: number,
-  ): number {
-    if (info.fragKind === FragKind.First) {
-      this.ready += this.table.first(info, firstMark | 0, now);
-      // A duplicate first fragment keeps the target its datagram already has.
-      return this.table.target >>> 0;
-    }
-    // A held copy must be the whole fragment; the fragment queue copies whole packets.
-    if (len < origLen) {
-      this.counters[C.fragTruncated]++;
-      return 0;
-    }
-    const verdict = this.table.later(info, buf, off, len, now);
-    return verdict === FragVerdict.Forward ? this.table.target >>> 0 : 0;
-  }
-
-  /** After each batch: re-inject what became ready, expire old entries, publish counters. */
-  afterBatch(now: number): void {
-    if (this.ready > 0) {
-      this.ready = 0;
-      this.table.drainReady((bytes, off, len) => {
+  afterBatch(now: number): number {
+    let reinjected = 0;
+    if (this.table.ready > 0) {
+      reinjected = this.table.drainReady((bytes, off, len) => {
         const written = this.addon.fdWrite(this.tunFd, bytes.subarray(off, off + len), len);
         if (written < 0) this.counters[C.fragReinjectErrors]++;
       });
@@ -85,6 +58,7 @@ export class FragmentHandler {
     w[C.fragLaterSeen] = c.laterSeen;
     w[C.fragEntries] = this.table.size;
     w[C.fragHeld] = this.table.stored;
+    return reinjected;
   }
 
   close(): void {

@@ -8,13 +8,14 @@
 // the damage once per episode (damageCount, lastDamage) and does not copy the same
 // damaged generation again; the episode ends at the next good copy or audit. Nothing
 // here throws: the worker calls it between batches.
+import { type LbTable, NO_SLOT } from "../decide/table.js";
 import { reciprocalScale } from "../hash/jhash.js";
 import { STAMP_WORDS, T, TARGET_WORDS, TS_IN_TABLE, tableStart } from "../state/layout.js";
 import { READ_BUSY, READ_DAMAGED, type StateFile } from "../state/store.js";
 
-export const NO_SLOT = 0xffff;
+export { NO_SLOT };
 
-export class LbView {
+export class LbView implements LbTable {
   readonly tableSize: number;
   readonly maxTargets: number;
   readonly hashSeed: number;

@@ -223,14 +223,261 @@ function word4(bytes: Uint8Array, o: number): number {
 }
 
 /**
+ * A compiled flow set as plain data: what the matcher looks up. It is posted between
+ * threads as it is (sharedFlows() puts its arrays in shared memory, so every worker sees
+ * one copy); FlowMatcher adopts it without compiling again.
+ */
+export interface CompiledFlows {
+  /** The flows, priority descending, then name. */
+  readonly flows: readonly FlowSpec[];
+  /** Per flow index: 1 when its load balancer hashes on addresses only (no protocols). */
+  readonly hashOnAddresses: Uint8Array;
+  /** The flows' --udpencap ports, ascending: UDP to them is SCTP over UDP. */
+  readonly encapPorts: Uint16Array;
+  readonly n: number;
+  readonly W: number;
+  readonly SW: number;
+  readonly allId: number;
+  readonly anyProtoId: number;
+  readonly words: Int32Array;
+  readonly counts: Int32Array;
+  readonly summaries: Int32Array;
+  readonly listStart: Int32Array;
+  readonly lists: Int32Array;
+  readonly dportIds: Int32Array;
+  readonly sportIds: Int32Array;
+  readonly dst4Starts: Int32Array;
+  readonly dst4Ids: Int32Array;
+  readonly src4Starts: Int32Array;
+  readonly src4Ids: Int32Array;
+  readonly dst6Starts: Int32Array;
+  readonly dst6Ids: Int32Array;
+  readonly src6Starts: Int32Array;
+  readonly src6Ids: Int32Array;
+  readonly termStart: Int32Array;
+  readonly termOffset: Int32Array;
+  readonly termSize: Int32Array;
+  readonly termMask: Int32Array;
+  readonly termValue: Int32Array;
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/** Validates every flow (as checkFlowSpec does) and compiles them. Throws FlowError. */
+export function compileFlows(flows: readonly FlowSpec[]): CompiledFlows {
+  const c = {} as Mutable<CompiledFlows>;
+  const parsed: ParsedFlow[] = flows.map((f) => analyseFlow(flowInputOf(f)));
+  parsed.sort((a, b) => compareFlows(a.spec, b.spec));
+  const nameIndex = new Map<string, number>();
+  parsed.forEach((p, i) => {
+    if (nameIndex.has(p.spec.name)) throw new FlowError(`duplicate flow name "${p.spec.name}"`);
+    nameIndex.set(p.spec.name, i);
+  });
+  const n = parsed.length;
+  const W = Math.max(1, Math.ceil(n / 32));
+  c.n = n;
+  c.W = W;
+  c.flows = Object.freeze(parsed.map((p) => Object.freeze(p.spec)));
+  c.hashOnAddresses = Uint8Array.from(parsed, (p) => (p.spec.protocols.length === 0 ? 1 : 0));
+
+  const interner = new SetInterner(W);
+  const empty = new Int32Array(W);
+  interner.intern(empty); // id 0: no flow
+  const all = new Int32Array(W);
+  for (let f = 0; f < n; f++) setBit(all, f);
+  c.allId = interner.intern(all);
+  const anyProto = new Int32Array(W);
+  parsed.forEach((p, f) => {
+    if (p.spec.protocols.length === 0) setBit(anyProto, f);
+  });
+  c.anyProtoId = interner.intern(anyProto);
+
+  // Ports, per protocol.
+  c.dportIds = new Int32Array(PROTOS * PORT_SLOTS);
+  c.sportIds = new Int32Array(PROTOS * PORT_SLOTS);
+  FLOW_PROTOCOLS.forEach((proto, pi) => {
+    const accepts = (p: ParsedFlow) =>
+      p.spec.protocols.length === 0 || p.spec.protocols.includes(proto);
+    for (const [table, pick] of [
+      [c.dportIds, (p: ParsedFlow) => p.dports],
+      [c.sportIds, (p: ParsedFlow) => p.sports],
+    ] as const) {
+      const base = new Int32Array(W);
+      const segments: Segment[] = [];
+      parsed.forEach((p, f) => {
+        if (!accepts(p)) return;
+        const ranges: PortRange[] = pick(p);
+        if (ranges.length === 0) setBit(base, f);
+        for (const r of ranges) {
+          segments.push({ lo: BigInt(r.lo), end: BigInt(r.hi + 1), flow: f });
+        }
+      });
+      const { starts, ids } = sweep(interner, base, segments, 65536n);
+      const at = pi * PORT_SLOTS;
+      for (let k = 0; k < starts.length; k++) {
+        const from = Number(starts[k]);
+        const to = k + 1 < starts.length ? Number(starts[k + 1]) : 65536;
+        table.fill(ids[k], at + from, at + to);
+      }
+      table[at + PORT_UNKNOWN] = interner.intern(base);
+    }
+  });
+
+  // Addresses, per family and direction.
+  const addressDim = (family: 4 | 6, pick: (p: ParsedFlow) => AddressRange[]) => {
+    const base = new Int32Array(W);
+    const segments: Segment[] = [];
+    parsed.forEach((p, f) => {
+      const ranges = pick(p);
+      if (ranges.length === 0) {
+        setBit(base, f);
+        return;
+      }
+      for (const r of ranges) {
+        if (r.family === family) segments.push({ lo: r.lo, end: r.hi + 1n, flow: f });
+      }
+    });
+    const bits = family === 4 ? 32n : 128n;
+    const { starts, ids } = sweep(interner, base, segments, 1n << bits);
+    const per = family === 4 ? 1 : 4;
+    const out = new Int32Array(starts.length * per);
+    starts.forEach((s, k) => {
+      for (let w = 0; w < per; w++) {
+        const shift = BigInt(32 * (per - 1 - w));
+        out[k * per + w] = Number((s >> shift) & 0xffffffffn) ^ SIGN;
+      }
+    });
+    return { starts: out, ids: Int32Array.from(ids) };
+  };
+  const d4 = addressDim(4, (p) => p.dsts);
+  const s4 = addressDim(4, (p) => p.srcs);
+  const d6 = addressDim(6, (p) => p.dsts);
+  const s6 = addressDim(6, (p) => p.srcs);
+  c.dst4Starts = d4.starts;
+  c.dst4Ids = d4.ids;
+  c.src4Starts = s4.starts;
+  c.src4Ids = s4.ids;
+  c.dst6Starts = d6.starts;
+  c.dst6Ids = d6.ids;
+  c.src6Starts = s6.starts;
+  c.src6Ids = s6.ids;
+
+  // The sets, frozen; member lists for the small ones.
+  const sets = interner.counts.length;
+  c.words = interner.words.slice(0, sets * W);
+  c.counts = Int32Array.from(interner.counts);
+  const SW = Math.ceil(W / 32);
+  c.SW = SW;
+  c.summaries = new Int32Array(sets * SW);
+  for (let id = 0; id < sets; id++) {
+    for (let w = 0; w < W; w++) {
+      if (c.words[id * W + w] !== 0) c.summaries[id * SW + (w >> 5)] |= 1 << (w & 31);
+    }
+  }
+  const listMax = Math.max(W, 8);
+  c.listStart = new Int32Array(sets).fill(-1);
+  let total = 0;
+  for (let id = 0; id < sets; id++) if (c.counts[id] <= listMax) total += c.counts[id];
+  c.lists = new Int32Array(total);
+  let at = 0;
+  for (let id = 0; id < sets; id++) {
+    if (c.counts[id] > listMax) continue;
+    c.listStart[id] = at;
+    for (let w = 0; w < W; w++) {
+      let x = c.words[id * W + w];
+      while (x !== 0) {
+        const low = x & -x;
+        c.lists[at++] = (w << 5) + 31 - Math.clz32(low);
+        x ^= low;
+      }
+    }
+  }
+
+  // Byte matches.
+  c.termStart = new Int32Array(n * PROTOS + 1);
+  const offs: number[] = [];
+  const sizes: number[] = [];
+  const masks: number[] = [];
+  const values: number[] = [];
+  for (let f = 0; f < n; f++) {
+    for (let pi = 0; pi < PROTOS; pi++) {
+      c.termStart[f * PROTOS + pi] = offs.length;
+      for (const t of parsed[f].terms) {
+        if (t.proto !== FLOW_PROTOCOLS[pi]) continue;
+        offs.push(t.offset);
+        sizes.push(t.size);
+        masks.push(t.mask | 0);
+        values.push(t.value | 0);
+      }
+    }
+  }
+  c.termStart[n * PROTOS] = offs.length;
+  c.termOffset = Int32Array.from(offs);
+  c.termSize = Int32Array.from(sizes);
+  c.termMask = Int32Array.from(masks);
+  c.termValue = Int32Array.from(values);
+  c.encapPorts = encapPortsOf(parsed);
+  return c;
+}
+
+/**
+ * The flows' --udpencap ports. UDP to such a port is SCTP over UDP for the whole daemon,
+ * so a flow that lists it among its UDP destination ports could never see that traffic:
+ * an error.
+ */
+function encapPortsOf(parsed: readonly ParsedFlow[]): Uint16Array {
+  const ports = new Map<number, string>();
+  for (const p of parsed) if (p.spec.udpencap !== 0) ports.set(p.spec.udpencap, p.spec.name);
+  for (const p of parsed) {
+    if (!p.spec.protocols.includes("udp")) continue;
+    for (const r of p.dports) {
+      for (const [port, owner] of ports) {
+        if (port >= r.lo && port <= r.hi) {
+          throw new FlowError(
+            `flow "${p.spec.name}" takes UDP port ${port}, which flow "${owner}" makes SCTP over UDP (--udpencap)`,
+          );
+        }
+      }
+    }
+  }
+  return Uint16Array.from([...ports.keys()].sort((a, b) => a - b));
+}
+
+/** The same compiled flows with every array in shared memory (for posting to workers). */
+export function sharedFlows(c: CompiledFlows): CompiledFlows {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(c)) {
+    if (ArrayBuffer.isView(value) && !(value.buffer instanceof SharedArrayBuffer)) {
+      const typed = value as unknown as Uint8Array;
+      const Ctor = typed.constructor as new (b: SharedArrayBuffer) => Uint8Array;
+      const copy = new Ctor(new SharedArrayBuffer(typed.byteLength));
+      copy.set(typed);
+      out[key] = copy;
+    } else {
+      out[key] = value;
+    }
+  }
+  return out as unknown as CompiledFlows;
+}
+
+function isCompiled(flows: readonly FlowSpec[] | CompiledFlows): flows is CompiledFlows {
+  return !Array.isArray(flows);
+}
+
+/**
  * Compiled flows; rebuild (construct anew) when the flows change. match() updates the
- * scan cache, so an instance belongs to one thread (each worker compiles its own).
+ * scan cache, so an instance belongs to one thread; threads share the compiled data
+ * (compileFlows once, then new FlowMatcher(compiled) in each).
  */
 export class FlowMatcher {
   /** The flows as the matcher keeps them: priority descending, then name. */
   readonly flows: readonly FlowSpec[];
   /** Per flow index: 1 when its load balancer hashes on addresses only (no protocols). */
   readonly hashOnAddresses: Uint8Array;
+  /** The flows' --udpencap ports: UDP to them is SCTP over UDP. */
+  readonly encapPorts: Uint16Array;
+  /** The data this matcher looks up (post it to share the matcher with another thread). */
+  readonly compiled: CompiledFlows;
   private readonly promiscuousPing: boolean;
   private readonly n: number;
   private readonly W: number;
@@ -267,165 +514,48 @@ export class FlowMatcher {
   private readonly cacheKeys: Int32Array;
   private readonly cacheFlows: Int32Array;
 
-  /** Validates every flow (as checkFlowSpec does) and compiles. Throws FlowError. */
-  constructor(flows: readonly FlowSpec[], options: FlowMatcherOptions = {}) {
+  /**
+   * Validates every flow (as checkFlowSpec does) and compiles, or adopts flows compiled
+   * already (compileFlows, possibly in another thread). Throws FlowError.
+   */
+  constructor(flows: readonly FlowSpec[] | CompiledFlows, options: FlowMatcherOptions = {}) {
     this.promiscuousPing = options.promiscuousPing === true;
     const entries = options.cacheEntries ?? 4096;
     const cacheSize = entries >= 1 ? 2 ** Math.floor(Math.log2(Math.min(entries, 1 << 20))) : 0;
     this.cacheMask = cacheSize - 1;
     this.cacheKeys = new Int32Array(cacheSize * 4).fill(-1);
     this.cacheFlows = new Int32Array(cacheSize);
-    const parsed: ParsedFlow[] = flows.map((f) => analyseFlow(flowInputOf(f)));
-    parsed.sort((a, b) => compareFlows(a.spec, b.spec));
-    const nameIndex = new Map<string, number>();
-    parsed.forEach((p, i) => {
-      if (nameIndex.has(p.spec.name)) throw new FlowError(`duplicate flow name "${p.spec.name}"`);
-      nameIndex.set(p.spec.name, i);
-    });
-    this.nameIndex = nameIndex;
-    const n = parsed.length;
-    const W = Math.max(1, Math.ceil(n / 32));
-    this.n = n;
-    this.W = W;
-    this.flows = Object.freeze(parsed.map((p) => Object.freeze(p.spec)));
-    this.hashOnAddresses = Uint8Array.from(parsed, (p) => (p.spec.protocols.length === 0 ? 1 : 0));
-
-    const interner = new SetInterner(W);
-    const empty = new Int32Array(W);
-    interner.intern(empty); // id 0: no flow
-    const all = new Int32Array(W);
-    for (let f = 0; f < n; f++) setBit(all, f);
-    this.allId = interner.intern(all);
-    const anyProto = new Int32Array(W);
-    parsed.forEach((p, f) => {
-      if (p.spec.protocols.length === 0) setBit(anyProto, f);
-    });
-    this.anyProtoId = interner.intern(anyProto);
-
-    // Ports, per protocol.
-    this.dportIds = new Int32Array(PROTOS * PORT_SLOTS);
-    this.sportIds = new Int32Array(PROTOS * PORT_SLOTS);
-    FLOW_PROTOCOLS.forEach((proto, pi) => {
-      const accepts = (p: ParsedFlow) =>
-        p.spec.protocols.length === 0 || p.spec.protocols.includes(proto);
-      for (const [table, pick] of [
-        [this.dportIds, (p: ParsedFlow) => p.dports],
-        [this.sportIds, (p: ParsedFlow) => p.sports],
-      ] as const) {
-        const base = new Int32Array(W);
-        const segments: Segment[] = [];
-        parsed.forEach((p, f) => {
-          if (!accepts(p)) return;
-          const ranges: PortRange[] = pick(p);
-          if (ranges.length === 0) setBit(base, f);
-          for (const r of ranges) {
-            segments.push({ lo: BigInt(r.lo), end: BigInt(r.hi + 1), flow: f });
-          }
-        });
-        const { starts, ids } = sweep(interner, base, segments, 65536n);
-        const at = pi * PORT_SLOTS;
-        for (let k = 0; k < starts.length; k++) {
-          const from = Number(starts[k]);
-          const to = k + 1 < starts.length ? Number(starts[k + 1]) : 65536;
-          table.fill(ids[k], at + from, at + to);
-        }
-        table[at + PORT_UNKNOWN] = interner.intern(base);
-      }
-    });
-
-    // Addresses, per family and direction.
-    const addressDim = (family: 4 | 6, pick: (p: ParsedFlow) => AddressRange[]) => {
-      const base = new Int32Array(W);
-      const segments: Segment[] = [];
-      parsed.forEach((p, f) => {
-        const ranges = pick(p);
-        if (ranges.length === 0) {
-          setBit(base, f);
-          return;
-        }
-        for (const r of ranges) {
-          if (r.family === family) segments.push({ lo: r.lo, end: r.hi + 1n, flow: f });
-        }
-      });
-      const bits = family === 4 ? 32n : 128n;
-      const { starts, ids } = sweep(interner, base, segments, 1n << bits);
-      const per = family === 4 ? 1 : 4;
-      const out = new Int32Array(starts.length * per);
-      starts.forEach((s, k) => {
-        for (let w = 0; w < per; w++) {
-          const shift = BigInt(32 * (per - 1 - w));
-          out[k * per + w] = Number((s >> shift) & 0xffffffffn) ^ SIGN;
-        }
-      });
-      return { starts: out, ids: Int32Array.from(ids) };
-    };
-    const d4 = addressDim(4, (p) => p.dsts);
-    const s4 = addressDim(4, (p) => p.srcs);
-    const d6 = addressDim(6, (p) => p.dsts);
-    const s6 = addressDim(6, (p) => p.srcs);
-    this.dst4Starts = d4.starts;
-    this.dst4Ids = d4.ids;
-    this.src4Starts = s4.starts;
-    this.src4Ids = s4.ids;
-    this.dst6Starts = d6.starts;
-    this.dst6Ids = d6.ids;
-    this.src6Starts = s6.starts;
-    this.src6Ids = s6.ids;
-
-    // The sets, frozen; member lists for the small ones.
-    const sets = interner.counts.length;
-    this.words = interner.words.slice(0, sets * W);
-    this.counts = Int32Array.from(interner.counts);
-    const SW = Math.ceil(W / 32);
-    this.SW = SW;
-    this.summaries = new Int32Array(sets * SW);
-    for (let id = 0; id < sets; id++) {
-      for (let w = 0; w < W; w++) {
-        if (this.words[id * W + w] !== 0) this.summaries[id * SW + (w >> 5)] |= 1 << (w & 31);
-      }
-    }
-    const listMax = Math.max(W, 8);
-    this.listStart = new Int32Array(sets).fill(-1);
-    let total = 0;
-    for (let id = 0; id < sets; id++) if (this.counts[id] <= listMax) total += this.counts[id];
-    this.lists = new Int32Array(total);
-    let at = 0;
-    for (let id = 0; id < sets; id++) {
-      if (this.counts[id] > listMax) continue;
-      this.listStart[id] = at;
-      for (let w = 0; w < W; w++) {
-        let x = this.words[id * W + w];
-        while (x !== 0) {
-          const low = x & -x;
-          this.lists[at++] = (w << 5) + 31 - Math.clz32(low);
-          x ^= low;
-        }
-      }
-    }
-
-    // Byte matches.
-    this.termStart = new Int32Array(n * PROTOS + 1);
-    const offs: number[] = [];
-    const sizes: number[] = [];
-    const masks: number[] = [];
-    const values: number[] = [];
-    for (let f = 0; f < n; f++) {
-      for (let pi = 0; pi < PROTOS; pi++) {
-        this.termStart[f * PROTOS + pi] = offs.length;
-        for (const t of parsed[f].terms) {
-          if (t.proto !== FLOW_PROTOCOLS[pi]) continue;
-          offs.push(t.offset);
-          sizes.push(t.size);
-          masks.push(t.mask | 0);
-          values.push(t.value | 0);
-        }
-      }
-    }
-    this.termStart[n * PROTOS] = offs.length;
-    this.termOffset = Int32Array.from(offs);
-    this.termSize = Int32Array.from(sizes);
-    this.termMask = Int32Array.from(masks);
-    this.termValue = Int32Array.from(values);
+    const c = isCompiled(flows) ? flows : compileFlows(flows);
+    this.compiled = c;
+    this.flows = c.flows;
+    this.hashOnAddresses = c.hashOnAddresses;
+    this.encapPorts = c.encapPorts;
+    this.n = c.n;
+    this.W = c.W;
+    this.SW = c.SW;
+    this.allId = c.allId;
+    this.anyProtoId = c.anyProtoId;
+    this.words = c.words;
+    this.counts = c.counts;
+    this.summaries = c.summaries;
+    this.listStart = c.listStart;
+    this.lists = c.lists;
+    this.dportIds = c.dportIds;
+    this.sportIds = c.sportIds;
+    this.dst4Starts = c.dst4Starts;
+    this.dst4Ids = c.dst4Ids;
+    this.src4Starts = c.src4Starts;
+    this.src4Ids = c.src4Ids;
+    this.dst6Starts = c.dst6Starts;
+    this.dst6Ids = c.dst6Ids;
+    this.src6Starts = c.src6Starts;
+    this.src6Ids = c.src6Ids;
+    this.termStart = c.termStart;
+    this.termOffset = c.termOffset;
+    this.termSize = c.termSize;
+    this.termMask = c.termMask;
+    this.termValue = c.termValue;
+    this.nameIndex = new Map(c.flows.map((f, i) => [f.name, i]));
   }
 
   /** Index in `flows` of the flow named `name`, or -1. */

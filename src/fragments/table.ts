@@ -38,7 +38,53 @@ export {
   validateFragConfig,
 } from "./config.js";
 
-/** What the daemon does with the original packet after later(). */
+/**
+ * What first() or later() did with a fragment: the one answer from which the daemon
+ * derives its verdict, its counters and its traces (each outcome is counted in exactly
+ * one FragCounters field).
+ */
+export const FragOutcome = {
+  /** later(): the datagram's target is known: send the fragment to `table.target`. */
+  Forwarded: 0,
+  /** later(): a copy is held until the first fragment comes: drop the original. */
+  Held: 1,
+  /** later(): no free slot in the fragment pool; the datagram is poisoned. */
+  DroppedPoolFull: 2,
+  /** later(): larger than maxFragmentBytes (or not inside buf); the datagram is poisoned. */
+  DroppedTooBig: 3,
+  /** later(): no entry free (or the bucket's chain is full) for a new datagram. */
+  DroppedTableFull: 4,
+  /** later(): the datagram was already poisoned. */
+  DroppedPoisoned: 5,
+  /** first(): a new datagram, now tracked; send it to `table.target`. */
+  FirstTracked: 6,
+  /** first(): completes a datagram whose later fragments were held (`readied` of them). */
+  FirstCompleted: 7,
+  /** first(): the datagram's target was known already; `table.target` keeps it. */
+  FirstDuplicate: 8,
+  /** first(): the datagram is poisoned (a fragment was lost); `table.target` is the one given. */
+  FirstPoisoned: 9,
+  /** first(): no room for an entry: its later fragments cannot follow it. */
+  FirstUntracked: 10,
+} as const;
+export type FragOutcome = (typeof FragOutcome)[keyof typeof FragOutcome];
+
+/** Names of the outcomes, indexed by FragOutcome (traces, tests). */
+export const FRAG_OUTCOME_NAMES: readonly string[] = [
+  "forwarded",
+  "held",
+  "pool-full",
+  "too-big",
+  "table-full",
+  "poisoned",
+  "first",
+  "first-completed",
+  "first-duplicate",
+  "first-poisoned",
+  "first-untracked",
+];
+
+/** What the daemon does with the original packet. */
 export const FragVerdict = {
   /** Send it to `table.target`. */
   Forward: 0,
@@ -48,6 +94,14 @@ export const FragVerdict = {
   Drop: 2,
 } as const;
 export type FragVerdict = (typeof FragVerdict)[keyof typeof FragVerdict];
+
+/** The verdict an outcome stands for: every first fragment is forwarded. */
+export function fragVerdict(outcome: FragOutcome): FragVerdict {
+  if (outcome === FragOutcome.Forwarded || outcome >= FragOutcome.FirstTracked) {
+    return FragVerdict.Forward;
+  }
+  return outcome === FragOutcome.Held ? FragVerdict.Stored : FragVerdict.Drop;
+}
 
 /**
  * Longest hash chain. With a secret seed and a load factor near 1, a chain of 16 is
@@ -130,10 +184,12 @@ function randomSeed(): number {
 }
 
 export class FragmentTable {
-  /** Where to send the packet: set by later() with a Forward verdict, and by first(). */
+  /** Where to send the packet: set by later() when it answers Forwarded, and by first(). */
   target = 0;
   /** The last first()/later() call found the datagram poisoned (the packet is useless). */
   lastPoisoned = false;
+  /** Held fragments the last first() made ready (drainReady hands them out). */
+  readied = 0;
   readonly counters = new FragCounters();
   readonly config: Readonly<FragTableConfig>;
   /** Datagrams the table can track at once: entries + extraBuckets. */
@@ -211,26 +267,29 @@ export class FragmentTable {
 
   /**
    * A first fragment whose target the daemon computed. Creates the entry, or completes
-   * one that was waiting (its stored fragments become ready, in arrival order). Sets
-   * `this.target` to the target the whole datagram uses: the one given, except for a
-   * duplicate first fragment (retransmission with the same id, or a new datagram reusing
-   * the id within ttlMs), which keeps the first target, so the datagram's fragments never
-   * split. Forward the first fragment to `this.target`.
-   * Returns how many stored fragments became ready (drainReady hands them out).
+   * one that was waiting (its stored fragments become ready, in arrival order, and
+   * `readied` says how many). Sets `this.target` to the target the whole datagram uses:
+   * the one given, except for a duplicate first fragment (retransmission with the same
+   * id, or a new datagram reusing the id within ttlMs), which keeps the first target, so
+   * the datagram's fragments never split. Forward the first fragment to `this.target`.
    */
-  first(info: PacketInfo, target: number, now: number): number {
+  first(info: PacketInfo, target: number, now: number): FragOutcome {
     const c = this.counters;
     c.firstSeen++;
     this.tick(now);
     this.setKey(info);
     this.lastPoisoned = false;
+    this.readied = 0;
     let e = this.lookup();
     if (e === NIL) {
       e = this.create(ST_KNOWN);
-      if (e === NIL) c.firstUntracked++;
-      else this.rec[e * STRIDE + R_TARGET] = target;
       this.target = target;
-      return 0;
+      if (e === NIL) {
+        c.firstUntracked++;
+        return FragOutcome.FirstUntracked;
+      }
+      this.rec[e * STRIDE + R_TARGET] = target;
+      return FragOutcome.FirstTracked;
     }
     const r = e * STRIDE;
     const s = this.rec[r + R_STATE];
@@ -238,30 +297,31 @@ export class FragmentTable {
       this.rec[r + R_STATE] = ST_KNOWN;
       this.rec[r + R_TARGET] = target;
       this.target = target;
-      return this.moveToReady(e);
+      this.readied = this.moveToReady(e);
+      return FragOutcome.FirstCompleted;
     }
     if (s === ST_KNOWN) {
       c.firstDuplicate++;
       this.target = this.rec[r + R_TARGET];
-      return 0;
+      return FragOutcome.FirstDuplicate;
     }
     // Poisoned: a fragment of this datagram is already lost, so the target could never
     // reassemble it. The entry stays poisoned; the daemon may drop this fragment too.
     c.firstPoisoned++;
     this.lastPoisoned = true;
     this.target = target;
-    return 0;
+    return FragOutcome.FirstPoisoned;
   }
 
   /**
-   * A later fragment (or a first one whose stored target the daemon wants). Forward with
-   * `this.target` set when the datagram's target is known; otherwise stores a copy of
-   * buf[off, off+len) (Stored: drop the original, the copy returns through drainReady
-   * after the first fragment), or Drop. A drop of a fragment of a tracked datagram
-   * poisons it: the datagram cannot be reassembled anyway, so its stored copies are freed
-   * and its further fragments are dropped at once until the entry expires.
+   * A later fragment (or a first one whose stored target the daemon wants). Forwarded
+   * with `this.target` set when the datagram's target is known; otherwise stores a copy
+   * of buf[off, off+len) (Held: drop the original, the copy returns through drainReady
+   * after the first fragment), or drops it (Dropped*). A drop of a fragment of a tracked
+   * datagram poisons it: the datagram cannot be reassembled anyway, so its stored copies
+   * are freed and its further fragments are dropped at once until the entry expires.
    */
-  later(info: PacketInfo, buf: Uint8Array, off: number, len: number, now: number): FragVerdict {
+  later(info: PacketInfo, buf: Uint8Array, off: number, len: number, now: number): FragOutcome {
     const c = this.counters;
     c.laterSeen++;
     this.tick(now);
@@ -273,18 +333,18 @@ export class FragmentTable {
       if (s === ST_KNOWN) {
         this.target = this.rec[e * STRIDE + R_TARGET];
         c.forwarded++;
-        return FragVerdict.Forward;
+        return FragOutcome.Forwarded;
       }
       if (s === ST_POISONED) {
         c.droppedPoisoned++;
         this.lastPoisoned = true;
-        return FragVerdict.Drop;
+        return FragOutcome.DroppedPoisoned;
       }
     } else {
       e = this.create(ST_WAITING);
       if (e === NIL) {
         c.droppedTableFull++;
-        return FragVerdict.Drop;
+        return FragOutcome.DroppedTableFull;
       }
     }
     // Waiting for the first fragment: keep a copy. `>>> 0` rejects negatives, fractions
@@ -292,13 +352,13 @@ export class FragmentTable {
     if (len > this.maxBytes || len >>> 0 !== len || off >>> 0 !== off || off + len > buf.length) {
       c.droppedTooBig++;
       this.poison(e);
-      return FragVerdict.Drop;
+      return FragOutcome.DroppedTooBig;
     }
     const slot = this.pool.store(buf, off, len);
     if (slot === NIL) {
       c.droppedPoolFull++;
       this.poison(e);
-      return FragVerdict.Drop;
+      return FragOutcome.DroppedPoolFull;
     }
     const r = e * STRIDE;
     const tail = this.rec[r + R_FTAIL];
@@ -307,7 +367,7 @@ export class FragmentTable {
     this.rec[r + R_FTAIL] = slot;
     this.fragCount[e]++;
     c.stored++;
-    return FragVerdict.Stored;
+    return FragOutcome.Held;
   }
 
   /**

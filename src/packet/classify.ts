@@ -16,6 +16,7 @@ export {
   addressHash,
   type ClassifyOptions,
   defaultClassifyOptions,
+  encapPortMap,
   FragKind,
   flowHash,
   formatAddress,
@@ -243,12 +244,16 @@ function parsePorts(
   let mode: HashMode = HashMode.FiveTuple;
   let l4 = q;
   if (proto === IpProto.UDP) {
-    const encap = opts.sctpEncapPort;
     // RFC 6951: the SCTP common header (ports first) follows the 8-byte UDP header.
     // Only the service's port says so: the destination, or the source of a quoted
     // packet (it went from the service back to the client). A client's source port that
     // happens to equal it says nothing.
-    if (encap !== 0 && (swap ? a : b) === encap) {
+    const service = swap ? a : b;
+    const more = opts.sctpEncapPorts;
+    if (
+      (service === opts.sctpEncapPort && service !== 0) ||
+      (more !== undefined && more[service] === 1)
+    ) {
       if (end - q < 12) return trunc;
       a = (buf[q + 8] << 8) | buf[q + 9];
       b = (buf[q + 10] << 8) | buf[q + 11];

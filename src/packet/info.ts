@@ -87,6 +87,19 @@ export interface ClassifyOptions {
   readonly sctpPortsOnly: boolean;
   /** UDP port of SCTP over UDP (RFC 6951), the service's port: the destination of traffic to it; 0 = off. */
   readonly sctpEncapPort: number;
+  /**
+   * More such ports (flows' --udpencap): 65536 bytes, 1 where UDP to that port is SCTP
+   * over UDP. Absent = only sctpEncapPort.
+   */
+  readonly sctpEncapPorts?: Uint8Array;
+}
+
+/** The bitmap of ClassifyOptions.sctpEncapPorts for `ports`; undefined when there are none. */
+export function encapPortMap(ports: ArrayLike<number>): Uint8Array | undefined {
+  if (ports.length === 0) return undefined;
+  const map = new Uint8Array(65536);
+  for (let i = 0; i < ports.length; i++) map[ports[i]] = 1;
+  return map;
 }
 
 export const defaultClassifyOptions: ClassifyOptions = { sctpPortsOnly: true, sctpEncapPort: 0 };

@@ -150,6 +150,14 @@ export class TraceHub {
     return buffer;
   }
 
+  /** Forgets the ring of `queue` (its worker is gone); what it still holds is delivered. */
+  removeRing(queue: number): void {
+    const i = this.rings.findIndex((r) => r.queue === queue);
+    if (i < 0) return;
+    if (this.tracers.length > 0) this.drain();
+    this.rings.splice(i, 1);
+  }
+
   get mask(): number {
     return Atomics.load(this.maskWord, 0);
   }

@@ -64,6 +64,39 @@ export interface PacketRecord extends BaseRecord, TupleFields {
 
 export type FragEvent = "first" | "forward" | "held" | "dropped" | "tier" | "reinjected";
 
+/** The frag record's event for each fragment-table outcome (indexed by FragOutcome). */
+export const FRAG_EVENT_OF_OUTCOME: readonly FragEvent[] = [
+  "forward",
+  "held",
+  "dropped",
+  "dropped",
+  "dropped",
+  "dropped",
+  "first",
+  "first",
+  "first",
+  "first",
+  "first",
+];
+
+/** The frag record's reason for each fragment-table outcome (indexed by FragOutcome). */
+export const FRAG_REASON_OF_OUTCOME: readonly (string | null)[] = [
+  null,
+  null,
+  "pool-full",
+  "too-big",
+  "table-full",
+  "poisoned",
+  null,
+  null,
+  "duplicate",
+  "poisoned",
+  "untracked",
+];
+
+/** The reason of a fragment dropped because the queue copied only part of it. */
+export const FRAG_TRUNCATED_REASON = "truncated-copy";
+
 export interface FragRecord extends BaseRecord, Partial<TupleFields> {
   kind: "frag";
   queue: number;

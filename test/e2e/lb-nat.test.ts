@@ -2,10 +2,12 @@
 // -> three targets, with real TCP and UDP traffic.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { readCounters } from "../../src/dataplane/counters.js";
 import type { Daemon } from "../helpers/daemon.js";
 import { LbFixture } from "../helpers/lbfixture.js";
 import { isRoot } from "../helpers/netns.js";
 import { type LbTopology, tally, tcpRequests, udpRequests } from "../helpers/targets.js";
+import { sendUdp } from "../helpers/udpsend.js";
 
 const skip = !isRoot() && process.env.CI !== "true" ? "needs root" : false;
 const PORT = 8080;
@@ -106,7 +108,17 @@ describe("nflb lb, NAT mode", { skip }, () => {
   test("deactivate: within 100 ms no new flow goes to the target; other flows keep theirs; activate restores", async () => {
     const ports = Array.from({ length: 200 }, (_, i) => 40000 + i);
     const before = ports.map((p) => predicted("tcp", p));
-    // Traffic runs while the table changes.
+    // Traffic runs while the table changes: the daemon takes a change at its next batch.
+    // A steady trickle (a datagram every 5 ms) makes "next batch" mean "within ms".
+    const packets = () => readCounters(NAME).find((x) => x.queue === Number(QUEUE))?.packets ?? 0;
+    const flowing = packets();
+    const trickle = sendUdp(t.client, {
+      host: VIP,
+      port: PORT,
+      count: 600,
+      firstPort: 46000,
+      gapMs: 5,
+    });
     const during = tcpRequests(t.client, {
       host: VIP,
       port: PORT,
@@ -114,8 +126,12 @@ describe("nflb lb, NAT mode", { skip }, () => {
       firstPort: 41000,
       concurrency: 4,
     });
+    for (let i = 0; i < 500 && packets() < flowing + 20; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
     f.nflb("deactivate", "--name", NAME, "2");
     const changedAt = Date.now();
+    const generation = JSON.parse(f.nflb("show", "--name", NAME, "--json")).generation;
     await new Promise((r) => setTimeout(r, 100));
     const afterChange = await tcpRequests(t.client, {
       host: VIP,
@@ -123,7 +139,12 @@ describe("nflb lb, NAT mode", { skip }, () => {
       count: 100,
       firstPort: 42000,
     });
-    assert.ok(Date.now() - changedAt >= 100);
+    // With traffic flowing, the daemon took the new table within 100 ms of the command's
+    // return (its own clock says when it did).
+    const q = readCounters(NAME).find((x) => x.queue === Number(QUEUE));
+    assert.equal(q?.generation, generation, "the daemon uses the new table");
+    const lag = new Date(q?.tableChangedAt ?? 0).getTime() - changedAt;
+    assert.ok(lag <= 100, `the new table was applied ${lag} ms after the change`);
     assert.equal(
       tally(afterChange).t2,
       undefined,
@@ -134,6 +155,7 @@ describe("nflb lb, NAT mode", { skip }, () => {
       JSON.stringify(tally(afterChange)),
     );
     const duringAnswers = await during;
+    await trickle;
     assert.ok(
       duringAnswers.every((a) => /^t[123]$/.test(a)),
       "connections during the change all succeeded",

@@ -249,3 +249,38 @@ export function sctpInUdp(
     ip,
   );
 }
+
+export const PROTO_TCP = 6;
+export const PROTO_ICMP = 1;
+export const PROTO_ICMPV6 = 58;
+
+/** A 20-byte TCP header (no options, checksum 0: nflb never checks it), flags SYN by default. */
+export function tcpSegment(
+  sport: number,
+  dport: number,
+  flags = 0x02,
+  payload = new Uint8Array(0),
+): Uint8Array {
+  const s = concat([new Uint8Array(20), payload]);
+  const v = new DataView(s.buffer);
+  v.setUint16(0, sport);
+  v.setUint16(2, dport);
+  v.setUint32(4, 1);
+  v.setUint8(12, 5 << 4);
+  v.setUint8(13, flags);
+  v.setUint16(14, 65535);
+  return s;
+}
+
+/**
+ * An ICMP (IPv4) or ICMPv6 message: type, code, 4 bytes of type-specific data (zero, or
+ * `rest`), then `body` (an error quotes the offending packet there). Checksum 0.
+ */
+export function icmpMessage(type: number, code: number, body: Uint8Array, rest = 0): Uint8Array {
+  const m = concat([new Uint8Array(8), body]);
+  const v = new DataView(m.buffer);
+  v.setUint8(0, type);
+  v.setUint8(1, code);
+  v.setUint32(4, rest);
+  return m;
+}

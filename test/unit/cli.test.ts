@@ -112,8 +112,20 @@ test("bad input: clear error, non-zero exit, state unchanged", () => {
     ],
     [["fwmark", "--name", "bad", "--src", "10.0.0.1:1", "--dst", "fd00::1"], /same address family/],
     [
+      ["fwmark", "--name", "bad", "--src", "[fd00::1]:", "--dst", "[fd00::2]:80"],
+      /the port after ":" is missing/,
+    ],
+    [
+      ["fwmark", "--name", "bad", "--src", "10.0.0.1:65536", "--dst", "10.0.0.2:80"],
+      /invalid port/,
+    ],
+    [
+      ["fwmark", "--name", "bad", "--src", "10.0.0.1:1", "--dst", "10.0.0.2:80", "--fragment", "x"],
+      /--fragment/,
+    ],
+    [
       ["setup", "--mode", "nat", "--vip", "10.0.0.0/33", "--target", "1=10.0.1.1", "--dry-run"],
-      /./,
+      /10\.0\.0\.0\/33.*prefix length/,
     ],
     [
       ["setup", "--mode", "bogus", "--vip", "10.0.0.1", "--target", "1=10.0.1.1", "--dry-run"],

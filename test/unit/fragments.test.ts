@@ -8,10 +8,13 @@ import { describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import {
   DEFAULT_FRAG_CONFIG,
+  FRAG_OUTCOME_NAMES,
   type FragCounters,
   FragmentTable,
+  FragOutcome,
   type FragTableConfig,
   FragVerdict,
+  fragVerdict,
   MAX_CHAIN,
   validateFragConfig,
 } from "../../src/fragments/table.js";
@@ -75,8 +78,15 @@ function bytes(n: number, tag: number): Uint8Array {
   return b;
 }
 
+/** later() as the verdict it stands for. */
 function later(t: FragmentTable, i: PacketInfo, b: Uint8Array, now: number): number {
-  return t.later(i, b, 0, b.length, now);
+  return fragVerdict(t.later(i, b, 0, b.length, now));
+}
+
+/** first(), answering how many held fragments it made ready. */
+function first(t: FragmentTable, i: PacketInfo, target: number, now: number): number {
+  t.first(i, target, now);
+  return t.readied;
 }
 
 function drain(t: FragmentTable): Uint8Array[] {
@@ -165,7 +175,7 @@ describe("verdicts", () => {
   test("in order: first fragment, then later ones forwarded to its target, no copies", () => {
     const t = table();
     const f = v4(0x1111, 1, 1, 17, FragKind.First);
-    assert.equal(t.first(f, 7, 0), 0);
+    assert.equal(first(t, f, 7, 0), 0);
     assert.equal(t.target, 7);
     for (let n = 0; n < 3; n++) {
       t.target = -1;
@@ -191,7 +201,7 @@ describe("verdicts", () => {
     assert.equal(t.ready, 0);
     assert.equal(t.size, 1);
     assert.equal(drain(t).length, 0, "nothing is ready before the first fragment");
-    assert.equal(t.first(firstOf(v4(42)), 3, 12), 2);
+    assert.equal(first(t, firstOf(v4(42)), 3, 12), 2);
     assert.equal(t.target, 3);
     assert.equal(t.ready, 2);
     const out = drain(t);
@@ -214,8 +224,8 @@ describe("verdicts", () => {
   test("a fragment stored at a buffer offset is copied from that offset", () => {
     const t = table();
     const buf = bytes(3000, 9);
-    assert.equal(t.later(v4(5), buf, 1000, 1200, 0), FragVerdict.Stored);
-    assert.equal(t.later(v4(5), buf, 7, 20, 0), FragVerdict.Stored); // short copy path
+    assert.equal(fragVerdict(t.later(v4(5), buf, 1000, 1200, 0)), FragVerdict.Stored);
+    assert.equal(fragVerdict(t.later(v4(5), buf, 7, 20, 0)), FragVerdict.Stored); // short copy path
     buf.fill(0); // the daemon reuses its batch buffer
     t.first(firstOf(v4(5)), 1, 1);
     assert.deepEqual(drain(t), [bytes(3000, 9).slice(1000, 2200), bytes(3000, 9).slice(7, 27)]);
@@ -231,13 +241,13 @@ describe("verdicts", () => {
     assert.equal(later(t, c6, bytes(100, 3), 0), FragVerdict.Stored);
     assert.equal(later(t, a, bytes(100, 4), 1), FragVerdict.Stored);
     assert.equal(t.size, 3);
-    assert.equal(t.first(firstOf(b), 20, 2), 1);
+    assert.equal(first(t, firstOf(b), 20, 2), 1);
     assert.deepEqual(drain(t), [bytes(100, 2)]);
     assert.equal(later(t, b, bytes(100, 5), 2), FragVerdict.Forward);
     assert.equal(t.target, 20);
     assert.equal(later(t, a, bytes(100, 6), 2), FragVerdict.Stored, "a still waits");
-    assert.equal(t.first(firstOf(a), 10, 3), 3);
-    assert.equal(t.first(firstOf(c6), 30, 3), 1);
+    assert.equal(first(t, firstOf(a), 10, 3), 3);
+    assert.equal(first(t, firstOf(c6), 30, 3), 1);
     assert.deepEqual(drain(t), [bytes(100, 1), bytes(100, 4), bytes(100, 6), bytes(100, 3)]);
     assert.equal(later(t, a, bytes(1, 0), 4), FragVerdict.Forward);
     assert.equal(t.target, 10);
@@ -248,8 +258,8 @@ describe("verdicts", () => {
 
   test("duplicate first fragment keeps the first target", () => {
     const t = table();
-    assert.equal(t.first(v4(9, 1, 1, 17, FragKind.First), 5, 0), 0);
-    assert.equal(t.first(v4(9, 1, 1, 17, FragKind.First), 8, 1), 0);
+    assert.equal(first(t, v4(9, 1, 1, 17, FragKind.First), 5, 0), 0);
+    assert.equal(first(t, v4(9, 1, 1, 17, FragKind.First), 8, 1), 0);
     assert.equal(t.target, 5, "the duplicate goes where the first one went");
     assert.equal(t.counters.firstDuplicate, 1);
     assert.equal(later(t, v4(9), bytes(10, 0), 2), FragVerdict.Forward);
@@ -258,6 +268,53 @@ describe("verdicts", () => {
     assert.equal(later(t, v4(9, 1, 1, 17, FragKind.First), bytes(10, 0), 2), FragVerdict.Forward);
     assert.equal(t.target, 5);
     assert.equal(t.size, 1);
+  });
+});
+
+describe("outcomes", () => {
+  test("first() and later() say what they did, one outcome per path", () => {
+    const O = FragOutcome;
+    const t = table({ entries: 1, extraBuckets: 2, maxFragments: 2, maxFragmentBytes: 100 });
+    const seen: string[] = [];
+    const note = (o: FragOutcome) => seen.push(FRAG_OUTCOME_NAMES[o]);
+    note(t.later(v4(1), bytes(10, 1), 0, 10, 0)); // held: waits for its first
+    note(t.first(firstOf(v4(1)), 4, 0)); // completes it, one fragment ready
+    assert.equal(t.readied, 1);
+    note(t.later(v4(1), bytes(10, 1), 0, 10, 0)); // forwarded
+    assert.equal(t.target, 4);
+    note(t.first(firstOf(v4(1)), 9, 0)); // duplicate keeps 4
+    assert.equal(t.target, 4);
+    assert.equal(t.readied, 0);
+    note(t.first(firstOf(v4(2)), 5, 0)); // tracked
+    note(t.later(v4(3), bytes(200, 1), 0, 200, 0)); // too big, poisons 3
+    note(t.later(v4(3), bytes(10, 1), 0, 10, 0)); // poisoned
+    note(t.first(firstOf(v4(3)), 6, 0)); // first of a poisoned datagram
+    assert.equal(t.target, 6);
+    note(t.later(v4(4), bytes(10, 1), 0, 10, 0)); // table full (3 entries)
+    note(t.first(firstOf(v4(5)), 7, 0)); // untracked
+    t.expire(TTL);
+    const u = table({ maxFragments: 1 });
+    u.later(v4(1), bytes(10, 1), 0, 10, 0);
+    note(u.later(v4(2), bytes(10, 1), 0, 10, 0)); // pool full
+    assert.deepEqual(seen, [
+      "held",
+      "first-completed",
+      "forwarded",
+      "first-duplicate",
+      "first",
+      "too-big",
+      "poisoned",
+      "first-poisoned",
+      "table-full",
+      "first-untracked",
+      "pool-full",
+    ]);
+    for (const o of Object.values(O)) {
+      const v = fragVerdict(o);
+      if (o === O.Forwarded || o >= O.FirstTracked) assert.equal(v, FragVerdict.Forward);
+      else if (o === O.Held) assert.equal(v, FragVerdict.Stored);
+      else assert.equal(v, FragVerdict.Drop);
+    }
   });
 });
 
@@ -335,7 +392,7 @@ describe("expiry (injected clock)", () => {
     assert.equal(t.counters.expiredEntries, 1);
     assert.equal(t.counters.droppedExpired, 2);
     // Its first fragment, late, now makes a new entry with nothing to release.
-    assert.equal(t.first(firstOf(v4(1)), 3, 1000 + TTL), 0);
+    assert.equal(first(t, firstOf(v4(1)), 3, 1000 + TTL), 0);
     assert.deepEqual(drain(t), []);
     checkIdentities(t);
   });
@@ -389,7 +446,7 @@ describe("expiry (injected clock)", () => {
       i.src[3] = f.src[3] = (id >> 16) & 0xff;
       later(t, i, b1, now);
       later(t, i, b2, now);
-      assert.equal(t.first(f, 1, now), 2);
+      assert.equal(first(t, f, 1, now), 2);
       assert.equal(
         t.drainReady(() => {}),
         2,
@@ -426,12 +483,12 @@ describe("poisoning and bounds", () => {
     assert.equal(later(t, b, bytes(10, 4), 1), FragVerdict.Drop);
     assert.equal(t.counters.droppedPoisoned, 1);
     assert.equal(t.lastPoisoned, true);
-    assert.equal(t.first(firstOf(b), 5, 1), 0);
+    assert.equal(first(t, firstOf(b), 5, 1), 0);
     assert.equal(t.counters.firstPoisoned, 1);
     assert.equal(t.lastPoisoned, true);
     assert.equal(later(t, b, bytes(10, 4), 1), FragVerdict.Drop, "still poisoned after first()");
     // a is untouched.
-    assert.equal(t.first(firstOf(a), 6, 2), 2);
+    assert.equal(first(t, firstOf(a), 6, 2), 2);
     assert.equal(t.lastPoisoned, false);
     assert.deepEqual(drain(t), [bytes(10, 1), bytes(10, 2)]);
     // The poison lasts until the entry expires; then the key is new again.
@@ -449,7 +506,7 @@ describe("poisoning and bounds", () => {
     assert.equal(later(t, a, bytes(10, 3), 0), FragVerdict.Drop);
     assert.equal(t.stored, 0);
     assert.equal(t.counters.discardedPoisoned, 2);
-    assert.equal(t.first(firstOf(a), 1, 1), 0, "nothing to re-inject");
+    assert.equal(first(t, firstOf(a), 1, 1), 0, "nothing to re-inject");
     assert.equal(t.ready, 0);
     // The freed slots serve another datagram.
     assert.equal(later(t, v6(2), bytes(10, 4), 1), FragVerdict.Stored);
@@ -472,9 +529,9 @@ describe("poisoning and bounds", () => {
     assert.equal(t.counters.droppedPoisoned, 2);
     // Bounds outside the buffer are a caller bug: counted as too big, never thrown.
     const buf = bytes(50, 0);
-    assert.equal(t.later(v4(3), buf, 40, 20, 0), FragVerdict.Drop);
-    assert.equal(t.later(v4(4), buf, -1, 10, 0), FragVerdict.Drop);
-    assert.equal(t.later(v4(5), buf, 0, Number.NaN, 0), FragVerdict.Drop);
+    assert.equal(fragVerdict(t.later(v4(3), buf, 40, 20, 0)), FragVerdict.Drop);
+    assert.equal(fragVerdict(t.later(v4(4), buf, -1, 10, 0)), FragVerdict.Drop);
+    assert.equal(fragVerdict(t.later(v4(5), buf, 0, Number.NaN, 0)), FragVerdict.Drop);
     assert.equal(t.counters.droppedTooBig, 5);
     checkIdentities(t);
   });
@@ -493,11 +550,11 @@ describe("poisoning and bounds", () => {
     assert.equal(later(t, v4(3), bytes(10, 2), 0), FragVerdict.Drop);
     assert.equal(t.counters.droppedTableFull, 1);
     assert.equal(t.counters.poisoned, 0, "no entry to poison");
-    assert.equal(t.first(firstOf(v4(4)), 9, 0), 0);
+    assert.equal(first(t, firstOf(v4(4)), 9, 0), 0);
     assert.equal(t.target, 9, "the first fragment still goes where the daemon chose");
     assert.equal(t.counters.firstUntracked, 1);
     assert.equal(later(t, v4(2), bytes(10, 0), 0), FragVerdict.Forward);
-    assert.equal(t.first(firstOf(v4(1)), 6, 0), 1);
+    assert.equal(first(t, firstOf(v4(1)), 6, 0), 1);
     assert.equal(t.size, 2);
     t.expire(TTL);
     assert.equal(later(t, v4(3), bytes(10, 2), TTL), FragVerdict.Stored, "room again");
@@ -513,8 +570,8 @@ describe("poisoning and bounds", () => {
     assert.equal(t.counters.droppedTableFull, 1);
     assert.equal(t.size, MAX_CHAIN);
     // Entries deep in the chain are still found.
-    assert.equal(t.first(firstOf(v4(0)), 1, 0), 1);
-    assert.equal(t.first(firstOf(v4(MAX_CHAIN - 1)), 1, 0), 1);
+    assert.equal(first(t, firstOf(v4(0)), 1, 0), 1);
+    assert.equal(first(t, firstOf(v4(MAX_CHAIN - 1)), 1, 0), 1);
   });
 
   test("drainReady: at most `max`, oldest first; a throwing callback still frees the slot", () => {
@@ -574,13 +631,13 @@ describe("real fragments through classify()", () => {
         const p = pkts[order[j]];
         assert.equal(classify(batch, at[j], p.length, defaultClassifyOptions, info), 0);
         assert.equal(info.fragKind, FragKind.Later);
-        assert.equal(t.later(info, batch, at[j], p.length, now++), FragVerdict.Stored);
+        assert.equal(fragVerdict(t.later(info, batch, at[j], p.length, now++)), FragVerdict.Stored);
       }
       assert.equal(classify(batch, at[3], pkts[0].length, defaultClassifyOptions, info), 0);
       assert.equal(info.fragKind, FragKind.First);
       assert.equal(info.dport, 5300);
       batch.fill(0, 0, at[3]); // the batch buffer is reused; the copies must not care
-      assert.equal(t.first(info, 2, now++), 3);
+      assert.equal(first(t, info, 2, now++), 3);
       assert.equal(t.target, 2);
       const back = drain(t);
       assert.deepEqual(back, [pkts[3], pkts[2], pkts[1]]);
@@ -588,7 +645,7 @@ describe("real fragments through classify()", () => {
       for (const p of back) {
         assert.equal(classify(p, 0, p.length, defaultClassifyOptions, info), 0);
         t.target = -1;
-        assert.equal(t.later(info, p, 0, p.length, now++), FragVerdict.Forward);
+        assert.equal(fragVerdict(t.later(info, p, 0, p.length, now++)), FragVerdict.Forward);
         assert.equal(t.target, 2);
       }
       assert.equal(t.size, 1);
@@ -616,7 +673,14 @@ function fuzz(
   calls: number,
   keySpace: number,
   seed: number,
-): { t: FragmentTable; maxSize: number; maxStored: number; verdicts: number[]; firsts: number } {
+): {
+  t: FragmentTable;
+  maxSize: number;
+  maxStored: number;
+  verdicts: number[];
+  outcomes: number[];
+  firsts: number;
+} {
   const t = new FragmentTable(config, seed);
   const rand = rng(seed);
   const infos: PacketInfo[] = [];
@@ -628,6 +692,7 @@ function fuzz(
   const maxLen = config.maxFragmentBytes + 64;
   const buf = new Uint8Array(maxLen + 16);
   const verdicts = [0, 0, 0];
+  const outcomes = new Array<number>(FRAG_OUTCOME_NAMES.length).fill(0);
   let firsts = 0;
   let maxSize = 0;
   let maxStored = 0;
@@ -648,7 +713,7 @@ function fuzz(
     const op = (r >>> 24) & 15;
     if (op === 0 || op === 1) {
       info.fragKind = FragKind.First;
-      t.first(info, (r >>> 8) & 0xffff, now);
+      outcomes[t.first(info, (r >>> 8) & 0xffff, now)]++;
       firsts++;
     } else {
       info.fragKind = FragKind.Later;
@@ -660,7 +725,9 @@ function fuzz(
       buf[off + 2] = (len >>> 8) & 0xff;
       buf[off + 3] = len & 0xff;
       buf[off + len - 1] = len & 0xff;
-      verdicts[t.later(info, buf, off, len, now)]++;
+      const outcome = t.later(info, buf, off, len, now);
+      outcomes[outcome]++;
+      verdicts[fragVerdict(outcome)]++;
     }
     if (op === 2) t.drainReady(check);
     if ((n & 1023) === 0) t.expire(now);
@@ -674,7 +741,7 @@ function fuzz(
   }
   t.drainReady(check);
   assert.equal(drained, t.counters.reinjected);
-  return { t, maxSize, maxStored, verdicts, firsts };
+  return { t, maxSize, maxStored, verdicts, outcomes, firsts };
 }
 
 describe("fuzz: 1,000,000 random fragments", () => {
@@ -687,8 +754,40 @@ describe("fuzz: 1,000,000 random fragments", () => {
       ttlMs: 50,
     });
     const calls = 1_000_000;
-    const { t, maxSize, maxStored, verdicts, firsts } = fuzz(config, calls, 400, FUZZ_SEED);
+    const { t, maxSize, maxStored, verdicts, outcomes, firsts } = fuzz(
+      config,
+      calls,
+      400,
+      FUZZ_SEED,
+    );
     const c = t.counters;
+    // Each outcome is the one counter the call moved.
+    const O = FragOutcome;
+    assert.deepEqual(
+      [
+        outcomes[O.Forwarded],
+        outcomes[O.Held],
+        outcomes[O.DroppedPoolFull],
+        outcomes[O.DroppedTooBig],
+        outcomes[O.DroppedTableFull],
+        outcomes[O.DroppedPoisoned],
+        outcomes[O.FirstDuplicate],
+        outcomes[O.FirstPoisoned],
+        outcomes[O.FirstUntracked],
+      ],
+      [
+        c.forwarded,
+        c.stored,
+        c.droppedPoolFull,
+        c.droppedTooBig,
+        c.droppedTableFull,
+        c.droppedPoisoned,
+        c.firstDuplicate,
+        c.firstPoisoned,
+        c.firstUntracked,
+      ],
+    );
+    assert.ok(outcomes[O.FirstTracked] > 0 && outcomes[O.FirstCompleted] > 0);
     assert.equal(c.firstSeen, firsts);
     assert.equal(c.laterSeen, calls - firsts);
     assert.equal(c.forwarded, verdicts[FragVerdict.Forward]);
@@ -795,7 +894,7 @@ describe("fuzz: datagrams in random order against an oracle", () => {
       const k = d.order[d.pos++];
       sent++;
       if (k === 0) {
-        const ready = t.first(d.first, d.target, now);
+        const ready = first(t, d.first, d.target, now);
         assert.equal(t.target, d.target);
         assert.equal(
           t.drainReady((b, o, l) => tun.push(b.slice(o, o + l))),
