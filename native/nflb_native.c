@@ -11,6 +11,8 @@
 #include <node_api.h>
 #include <poll.h>
 #include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -382,6 +384,30 @@ static napi_value flock_fd(napi_env env, napi_callback_info info) {
   return num(env, r < 0 ? -errno : 0);
 }
 
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71 /* Linux 5.14 */
+#endif
+
+/* The network namespace's cookie: unique for the boot, never reused (unlike the inode of
+ * its nsfs file, which a later namespace may get). Decimal string; throws ENOPROTOOPT on
+ * kernels without it. */
+static napi_value netns_cookie(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno_error(env, "socket", errno);
+  uint64_t cookie = 0;
+  socklen_t len = sizeof cookie;
+  int r = getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len);
+  int e = errno;
+  close(fd);
+  if (r < 0) return errno_error(env, "getsockopt SO_NETNS_COOKIE", e);
+  char text[24];
+  snprintf(text, sizeof text, "%llu", (unsigned long long)cookie);
+  napi_value v;
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+
 static napi_value tun_open(napi_env env, napi_callback_info info) {
   GET_ARGS(1);
   struct ifreq ifr;
@@ -437,7 +463,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"nlSend", nl_send},       {"nlRecvOne", nl_recv_one}, {"pollStart", poll_start},
       {"pollStop", poll_stop},   {"fdClose", fd_close},     {"fdWrite", fd_write},
       {"mmapShared", mmap_shared}, {"flock", flock_fd},     {"tunOpen", tun_open},
-      {"strerror", str_error},
+      {"strerror", str_error},   {"netnsCookie", netns_cookie},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

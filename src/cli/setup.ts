@@ -5,15 +5,15 @@ import { parseFwmark } from "../domain/fwmark.js";
 import { parseQueue, parseQueueRange } from "../domain/queues.js";
 import { parseWeight } from "../domain/weight.js";
 import {
+  type OperationFault,
+  parseOperationFault,
   renderSetup,
   type SetupSpec,
   type SetupTarget,
   type SetupTierPeer,
-  setup,
-  teardown,
   validateSpec,
 } from "../netfilter/index.js";
-import { ensureActiveTargets, tryOpenState } from "../state/store.js";
+import { planService, provisionService, removeService } from "../service/provision.js";
 import { action, addNameOption, CliError, printJson, requireRoot } from "./common.js";
 import { defaultFragTun } from "./lb.js";
 
@@ -126,23 +126,13 @@ function specFrom(opts: SetupOptions): SetupSpec {
   return spec;
 }
 
-/** A tier peer is another instance: this one's own fwmark (init --ownfw) is not one. */
-function checkOwnFwmark(spec: SetupSpec): void {
-  if (!spec.tierPeers) return;
-  const state = tryOpenState(spec.name);
-  if (!state) return;
-  const own = state.config.ownFwmark;
-  state.close();
-  if (own !== 0 && spec.tierPeers.some((p) => p.fwmark === own)) {
-    throw new CliError(
-      `--tier-peer ${own}=...: ${own} is this instance's own fwmark (nflb init --ownfw); list only the other instances`,
-    );
-  }
-}
-
-/** The daemon modes also need the Maglev state with the targets active. */
-function ensureStateWithTargets(spec: SetupSpec): { created: boolean } {
-  return ensureActiveTargets(spec.name, spec.targets);
+/**
+ * Test-only: NFLB_TEST_FAULT ("kill-after:12", ...) strikes at one operation of setup or
+ * teardown, so that tests can kill the real command at every step boundary.
+ */
+function testFault(): OperationFault | undefined {
+  const text = process.env.NFLB_TEST_FAULT;
+  return text ? parseOperationFault(text) : undefined;
 }
 
 /** The daemon options that match a setup's fragment queue and TUN device. */
@@ -201,7 +191,11 @@ export function registerSetupCommands(program: Command): void {
     .action(
       action(async (opts: SetupOptions) => {
         const spec = specFrom(opts);
-        checkOwnFwmark(spec);
+        const service = { setup: spec, activate: opts.activate };
+        if (!opts.dryRun) requireRoot("nflb setup");
+        // Every precondition of the state too, before anything is printed or changed (a
+        // dry run without root may not be able to open the state: it renders only).
+        if (!opts.dryRun || process.getuid?.() === 0) planService(service);
         if (opts.dryRun) {
           const rendered = renderSetup(spec);
           if (opts.json) printJson(rendered);
@@ -212,16 +206,10 @@ export function registerSetupCommands(program: Command): void {
           }
           return;
         }
-        requireRoot("nflb setup");
-        await setup(spec);
-        if (spec.mode !== "statistic" && opts.activate) {
-          try {
-            ensureStateWithTargets(spec);
-          } catch (err) {
-            await teardown(spec.name);
-            throw err;
-          }
-        }
+        await provisionService(service, {
+          failAt: testFault(),
+          warn: (m) => process.stderr.write(`nflb: warning: ${m}\n`),
+        });
         process.stdout.write(
           `load balancer "${spec.name}" set up: mode ${spec.mode}, VIP ${spec.vips.join(",")}, ${spec.targets.length} targets\n`,
         );
@@ -240,7 +228,7 @@ export function registerSetupCommands(program: Command): void {
   ).action(
     action(async (opts: { name: string }) => {
       requireRoot("nflb teardown");
-      const removed = await teardown(opts.name);
+      const { rules: removed } = await removeService(opts.name, { failAt: testFault() });
       process.stdout.write(
         removed
           ? `load balancer "${opts.name}" rules removed\n`

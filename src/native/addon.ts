@@ -60,6 +60,11 @@ export interface NativeAddon {
   mmapShared(fd: number, size: number): ArrayBuffer;
   /** flock(2), blocking unless LOCK_NB is or-ed in. 0 or -errno. */
   flock(fd: number, op: number): number;
+  /**
+   * This network namespace's cookie (SO_NETNS_COOKIE, Linux 5.14+), decimal: unlike the
+   * nsfs inode it is never reused by a later namespace. Throws where the kernel lacks it.
+   */
+  netnsCookie(): string;
   /** Opens /dev/net/tun as IFF_TUN|IFF_NO_PI. Throws (err.code = errno name) on failure. */
   tunOpen(name: string): { fd: number; name: string };
   /** Message text for an errno; accepts errno or -errno. */

@@ -1,15 +1,21 @@
 // setup() and teardown(): preflight, apply in steps with an undo stack, record.
 //
-// Order of a setup: (1) dsr routes and rules, and the TUN device of --fragments,
-// (2) the nft table in one transaction,
-// (3) the iptables-nft chains and jumps in one iptables-nft-restore, (4) removal of what
-// an earlier setup of the same name had and this one has not. Queueing/marking starts
-// with step 3, so by then everything that acts on a mark exists. A failure in 1-3 undoes
-// the steps done, in reverse, back to the previous state (nothing, or the earlier setup).
+// Order of a setup: every check (preflight) first; the record, "applying" with the new
+// plan and the earlier one, before the first change (so that a teardown after a crash
+// anywhere removes everything); then (1) dsr routes and rules, and the TUN device of
+// --fragments, (2) the nft table in one transaction, (3) the iptables-nft chains and
+// jumps in one iptables-nft-restore, whose builtin chains are claimed before they exist,
+// (4) the companion (the Maglev state of `nflb setup`), (5) the record "applied": the
+// commit; (6) removal of what an earlier setup of the same name had and this one has not.
+// Queueing/marking starts with step 3, so by then everything that acts on a mark exists.
+// The undo of each change is registered before the change: a failure in 1-5 (also half-way
+// through a step) undoes what was done, in reverse, back to the previous state (nothing,
+// or the earlier setup).
 import { existsSync } from "node:fs";
 import { isDeepStrictEqual } from "node:util";
+import { isOperationFault, withOperationFault } from "./faults.js";
 import {
-  builtinSnapshot,
+  claimBuiltinsToCreate,
   cleanupBuiltins,
   defaultRoutes,
   ipItemAdd,
@@ -23,14 +29,13 @@ import {
   nftApply,
   nftChainRules,
   nftRemoveTable,
-  noteCreatedBuiltins,
   sameAddress,
   tunEnsure,
   tunIntact,
   tunRemove,
 } from "./live.js";
 import {
-  netnsIdentity,
+  netnsId,
   readRecord,
   removeRecord,
   type SetupRecord,
@@ -39,7 +44,7 @@ import {
 } from "./record.js";
 import { buildPlan, ipItemArgs, ipItemKey, type Plan, renderPlan } from "./render.js";
 import { findTool, hasNetAdmin, readSysctl, tryRun } from "./sys.js";
-import { type FaultPoint, SetupError, type SetupOptions, type SetupSpec } from "./types.js";
+import { SetupError, type SetupOptions, type SetupSpec, type TeardownOptions } from "./types.js";
 import { NAME_PATTERN, type NormalizedSpec, normalizeSpec, parseAddress } from "./validate.js";
 
 const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
@@ -216,9 +221,8 @@ function iptRemovePlan(plan: Plan, keep?: Plan): void {
 
 function iptApplyPlan(plan: Plan): void {
   for (const t of plan.iptables.tables) {
-    const before = builtinSnapshot(plan.iptables.binary, t.table);
+    claimBuiltinsToCreate(plan.iptables.binary, t);
     iptApplyTable(plan.iptables.binary, t);
-    noteCreatedBuiltins(plan.iptables.binary, t, before);
   }
 }
 
@@ -257,81 +261,110 @@ function removePlans(plans: readonly Plan[], keep?: Plan): string[] {
   return problems;
 }
 
-class StepError extends SetupError {
-  constructor(
-    readonly original: unknown,
-    readonly undoProblems: string[],
-  ) {
-    super(message(original));
-  }
+interface Undo {
+  what: string;
+  fn: () => void;
 }
 
-/** Steps 1-3 with an undo stack; throws StepError after undoing. */
-function applySteps(plan: Plan, previous: Plan | undefined, failAt?: FaultPoint): void {
-  const undo: { what: string; fn: () => void }[] = [];
-  const fault = (point: "after-ip" | "after-nft" | "after-iptables") => {
-    if (failAt === point) throw new SetupError(`injected failure (${point})`);
-    // As if the process died here: no rollback, the record says "applying".
-    if (failAt === `exit-${point}`) process.exit(70);
-  };
+/** Runs the undo stack, newest first; returns the problems met. */
+function rollBack(undo: Undo[]): string[] {
+  const problems: string[] = [];
+  for (const u of undo.splice(0).reverse()) {
+    try {
+      u.fn();
+    } catch (e) {
+      problems.push(`${u.what}: ${message(e)}`);
+    }
+  }
+  return problems;
+}
+
+type StepFault = "after-ip" | "after-nft" | "after-iptables";
+
+/** The between-steps faults of FaultPoint (operation faults strike in faults.ts). */
+function stepFault(failAt: SetupOptions["failAt"], point: StepFault): void {
+  if (failAt === point) throw new SetupError(`injected failure (${point})`);
+  // As if the process died here: no rollback, the record says "applying".
+  if (failAt === `exit-${point}`) process.exit(70);
+}
+
+/**
+ * Steps 1-3. The undo of each change is registered before the change is made: a step
+ * that fails half-way (or a tool that fails after taking effect) is undone too, and every
+ * undo tolerates finding its change not made.
+ */
+function applySteps(
+  plan: Plan,
+  previous: Plan | undefined,
+  undo: Undo[],
+  failAt: SetupOptions["failAt"],
+): void {
+  const kept = new Set(previous?.ipItems.map(ipItemKey) ?? []);
+  for (const item of plan.ipItems) {
+    if (kept.has(ipItemKey(item)) && ipItemPresent(item)) continue;
+    // Same table, other gateway: a target of the earlier setup changed its address.
+    const earlier = previous?.ipItems.find(
+      (i) =>
+        i.kind === "route" &&
+        item.kind === "route" &&
+        i.family === item.family &&
+        i.table === item.table,
+    );
+    if (earlier && ipItemPresent(earlier)) {
+      undo.push({ what: ipItemKey(item), fn: () => ipRouteReplace(earlier) });
+      ipRouteReplace(item);
+      continue;
+    }
+    // Not there before (preflight refuses one that is not ours): removing it is exact.
+    undo.push({ what: ipItemKey(item), fn: () => ipItemRemove(item) });
+    ipItemAdd(item);
+  }
+  const tun = plan.tun;
+  // An existing one is this setup's own (preflight): kept, also on rollback.
+  if (tun && !linkState(tun.name)) undo.push({ what: `tun ${tun.name}`, fn: () => tunRemove(tun) });
+  if (tun) tunEnsure(tun, plan.family);
+  stepFault(failAt, "after-ip");
+
+  undo.push({
+    what: "nft",
+    fn: () =>
+      previous?.nftTable === plan.nftTable ? nftApply(previous.nft) : nftRemoveTable(plan.nftTable),
+  });
+  nftApply(plan.nft);
+  stepFault(failAt, "after-nft");
+
+  undo.push({
+    what: "iptables",
+    fn: () => {
+      iptRemovePlan(plan, previous);
+      if (previous) iptApplyPlan(previous);
+      cleanupBuiltins();
+    },
+  });
+  iptApplyPlan(plan);
+  stepFault(failAt, "after-iptables");
+}
+
+/**
+ * A setup that is already in place: nothing to change in the rules, so only the companion
+ * runs (undone on failure) and a changed spec (same rules) is recorded.
+ */
+function keepSetup(old: SetupRecord, spec: SetupSpec, options: SetupOptions): void {
+  const undo: Undo[] = [];
   try {
-    const kept = new Set(previous?.ipItems.map(ipItemKey) ?? []);
-    for (const item of plan.ipItems) {
-      if (kept.has(ipItemKey(item)) && ipItemPresent(item)) continue;
-      // Same table, other gateway: a target of the earlier setup changed its address.
-      const earlier = previous?.ipItems.find(
-        (i) =>
-          i.kind === "route" &&
-          item.kind === "route" &&
-          i.family === item.family &&
-          i.table === item.table,
-      );
-      if (earlier && ipItemPresent(earlier)) {
-        ipRouteReplace(item);
-        undo.push({ what: ipItemKey(item), fn: () => ipRouteReplace(earlier) });
-        continue;
-      }
-      ipItemAdd(item);
-      undo.push({ what: ipItemKey(item), fn: () => ipItemRemove(item) });
+    options.companion?.((what, fn) => undo.push({ what, fn }));
+    if (!isDeepStrictEqual(old.spec, spec)) {
+      undo.push({ what: "record", fn: () => writeRecord(old) });
+      writeRecord({ ...old, spec, updatedAt: now() });
     }
-    const tun = plan.tun;
-    // An existing one is this setup's own (preflight): kept, also on rollback.
-    if (tun && tunEnsure(tun, plan.family)) {
-      undo.push({ what: `tun ${tun.name}`, fn: () => tunRemove(tun) });
-    }
-    fault("after-ip");
-
-    nftApply(plan.nft);
-    undo.push({
-      what: "nft",
-      fn: () =>
-        previous?.nftTable === plan.nftTable
-          ? nftApply(previous.nft)
-          : nftRemoveTable(plan.nftTable),
-    });
-    fault("after-nft");
-
-    // Registered before applying: a half-applied table (several restores) is undone too.
-    undo.push({
-      what: "iptables",
-      fn: () => {
-        iptRemovePlan(plan, previous);
-        if (previous) iptApplyPlan(previous);
-        cleanupBuiltins();
-      },
-    });
-    iptApplyPlan(plan);
-    fault("after-iptables");
   } catch (err) {
-    const problems: string[] = [];
-    for (const u of undo.reverse()) {
-      try {
-        u.fn();
-      } catch (e) {
-        problems.push(`${u.what}: ${message(e)}`);
-      }
+    const problems = rollBack(undo);
+    if (problems.length > 0) {
+      throw new SetupError(
+        `setup "${old.name}" failed (${message(err)}) and its rollback is incomplete (${problems.join("; ")})`,
+      );
     }
-    throw new StepError(err, problems);
+    throw err instanceof SetupError ? err : new SetupError(message(err));
   }
 }
 
@@ -342,6 +375,12 @@ function applySteps(plan: Plan, previous: Plan | undefined, failAt?: FaultPoint)
  * Running it again with the same spec changes nothing (counters keep counting); with a
  * changed spec it replaces the earlier rules. On failure nothing of this call is left
  * (the earlier setup of the same name, if any, is put back) and a SetupError is thrown.
+ *
+ * Order: every check before the first change; the record ("applying", listing the new
+ * plan and the earlier one) before the first change, so that a teardown after a crash
+ * at any point removes all of it; the rules with an undo stack; the companion (the
+ * Maglev state); the record "applied" (the commit); only then the earlier setup's
+ * leftovers go.
  */
 export async function setup(spec: SetupSpec, options: SetupOptions = {}): Promise<void> {
   const n = normalizeSpec(spec);
@@ -351,86 +390,85 @@ export async function setup(spec: SetupSpec, options: SetupOptions = {}): Promis
   if (!hasNetAdmin()) {
     throw new SetupError("nflb setup needs root (CAP_NET_ADMIN in this network namespace)");
   }
-  await withNetnsLock(() => {
-    let old = readRecord(n.name);
-    if (old && old.state === "applied" && old.plans.length === 1) {
-      if (isDeepStrictEqual(old.plans[0], plan) && planIntact(plan)) {
-        if (!isDeepStrictEqual(old.spec, spec)) writeRecord({ ...old, spec, updatedAt: now() });
+  const fault = isOperationFault(options.failAt) ? options.failAt : undefined;
+  await withNetnsLock(() =>
+    withOperationFault(fault, () => {
+      const old = readRecord(n.name);
+      const complete = old?.state === "applied" && old.plans.length === 1;
+      if (old && complete && isDeepStrictEqual(old.plans[0], plan) && planIntact(plan)) {
+        keepSetup(old, spec, options);
         return;
       }
-    } else if (old) {
-      // An interrupted or failed earlier run: clear all of it, then start afresh.
-      const problems = removePlans(old.plans);
-      if (problems.length > 0) {
-        throw new SetupError(
-          `an earlier incomplete setup "${n.name}" could not be removed: ${problems.join("; ")}`,
-        );
+      // An interrupted or failed earlier run is not restored on failure: it is cleared.
+      const previous = complete ? old.plans[0] : undefined;
+      preflight(n, plan, old?.plans ?? [], warn);
+      if (old && !complete) {
+        const problems = removePlans(old.plans);
+        if (problems.length > 0) {
+          throw new SetupError(
+            `an earlier incomplete setup "${n.name}" could not be removed: ${problems.join("; ")}`,
+          );
+        }
       }
-      removeRecord(n.name);
-      old = undefined;
-    }
-    const previous = old?.plans[0];
-    preflight(n, plan, old?.plans ?? [], warn);
-
-    const base = { version: 1 as const, name: n.name, netns: netnsIdentity(), spec };
-    // Written first: if this process dies half-way, teardown still knows everything.
-    writeRecord({
-      ...base,
-      state: "applying",
-      plans: [plan, ...(old?.plans ?? [])],
-      updatedAt: now(),
-    });
-    try {
-      applySteps(plan, previous, options.failAt);
-    } catch (err) {
-      const e = err as StepError;
-      if (e.undoProblems.length > 0) {
-        writeRecord({
-          ...base,
-          state: "failed",
-          plans: [plan, ...(old?.plans ?? [])],
-          updatedAt: now(),
-        });
-        throw new SetupError(
-          `setup "${n.name}" failed (${e.message}) and the rollback is incomplete (${e.undoProblems.join("; ")}); run: nflb teardown ${n.name}`,
-        );
+      const base = { version: 1 as const, name: n.name, netns: netnsId(), spec };
+      const both = previous ? [plan, previous] : [plan];
+      const undo: Undo[] = [
+        { what: "record", fn: () => (previous && old ? writeRecord(old) : removeRecord(n.name)) },
+      ];
+      try {
+        // Written first: if this process dies half-way, teardown still knows everything.
+        writeRecord({ ...base, state: "applying", plans: both, updatedAt: now() });
+        applySteps(plan, previous, undo, options.failAt);
+        options.companion?.((what, fn) => undo.push({ what, fn }));
+        // The commit: from here on the new setup stands.
+        writeRecord({ ...base, state: "applied", plans: both, updatedAt: now() });
+      } catch (err) {
+        const problems = rollBack(undo);
+        if (problems.length > 0) {
+          writeRecord({ ...base, state: "failed", plans: both, updatedAt: now() });
+          throw new SetupError(
+            `setup "${n.name}" failed (${message(err)}) and the rollback is incomplete (${problems.join("; ")}); run: nflb teardown ${n.name}`,
+          );
+        }
+        throw new SetupError(`setup "${n.name}" failed and was rolled back: ${message(err)}`);
       }
-      if (old) writeRecord(old);
-      else removeRecord(n.name);
-      throw new SetupError(`setup "${n.name}" failed and was rolled back: ${e.message}`);
-    }
-    const leftovers = previous ? removePlans([previous], plan) : [];
-    if (leftovers.length > 0) {
-      warn(`some rules of the previous setup "${n.name}" remain: ${leftovers.join("; ")}`);
-    }
-    writeRecord({
-      ...base,
-      state: "applied",
-      // Unremoved leftovers stay on record, so that teardown retries them.
-      plans: leftovers.length > 0 && previous ? [plan, previous] : [plan],
-      updatedAt: now(),
-    });
-  });
+      if (!previous) return;
+      const leftovers = removePlans([previous], plan);
+      if (leftovers.length > 0) {
+        // Unremoved leftovers stay on record, so that teardown retries them.
+        warn(`some rules of the previous setup "${n.name}" remain: ${leftovers.join("; ")}`);
+        return;
+      }
+      try {
+        writeRecord({ ...base, state: "applied", plans: [plan], updatedAt: now() });
+      } catch (err) {
+        // The record still lists the earlier plan too: teardown removes both; no harm.
+        warn(`could not record setup "${n.name}" as complete: ${message(err)}`);
+      }
+    }),
+  );
 }
 
 /**
  * Removes exactly what the recorded setup added (async because of the lock). Returns false
  * if there is no setup of that name in this network namespace.
  */
-export async function teardown(name: string): Promise<boolean> {
+export async function teardown(name: string, options: TeardownOptions = {}): Promise<boolean> {
   if (!NAME_PATTERN.test(name)) throw new SetupError(`invalid setup name "${name}"`);
   if (!hasNetAdmin()) throw new SetupError("nflb teardown needs root (CAP_NET_ADMIN)");
-  return withNetnsLock(() => {
-    const rec = readRecord(name);
-    if (!rec) return false;
-    const problems = removePlans(rec.plans);
-    if (problems.length > 0) {
-      writeRecord({ ...rec, state: "failed", updatedAt: now() });
-      throw new SetupError(`teardown "${name}" incomplete: ${problems.join("; ")}`);
-    }
-    removeRecord(name);
-    return true;
-  });
+  return withNetnsLock(() =>
+    withOperationFault(options.failAt, () => {
+      const rec = readRecord(name);
+      if (!rec) return false;
+      const problems = removePlans(rec.plans);
+      if (problems.length > 0) {
+        writeRecord({ ...rec, state: "failed", updatedAt: now() });
+        throw new SetupError(`teardown "${name}" incomplete: ${problems.join("; ")}`);
+      }
+      removeRecord(name);
+      return true;
+    }),
+  );
 }
 
 /** The spec of the setup recorded in this network namespace (sync). */

@@ -29,6 +29,7 @@
 export { runDir } from "../paths.js";
 export { readSetupDetails, readSetupRecord, setup, teardown } from "./apply.js";
 export { readCounters } from "./counters.js";
+export { operation, parseOperationFault } from "./faults.js";
 export type { SetupRecord } from "./record.js";
 export { listRecords as listSetups } from "./record.js";
 export {
@@ -43,7 +44,9 @@ export {
 export {
   type FaultPoint,
   FRAGMENT_MARK,
+  type OperationFault,
   type RuleCounter,
+  type SetupCompanion,
   type SetupCounters,
   SetupError,
   type SetupFragments,
@@ -53,5 +56,6 @@ export {
   type SetupSpec,
   type SetupTarget,
   type SetupTierPeer,
+  type TeardownOptions,
 } from "./types.js";
 export { normalizeSpec, parsePorts, validateSpec, validTunName } from "./validate.js";

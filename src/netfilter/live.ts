@@ -2,7 +2,9 @@
 // and routes. Every removal here is tolerant of the object being gone already, so that a
 // teardown can finish after a partial setup, a crash or a manual cleanup.
 
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { readOwnership, writeOwnership } from "./record.js";
 import {
   type IpItem,
@@ -36,8 +38,20 @@ export function nftJson(args: readonly string[]): NftObject[] | undefined {
   return (doc.nftables ?? []).filter((o) => !("metainfo" in o));
 }
 
+/**
+ * Applies an nft script in one transaction. From a file, not a pipe: if this process dies
+ * while writing a long script into nft's stdin, nft would read a truncated script, and a
+ * prefix can be valid ("table ...; delete table ..." and nothing more).
+ */
 export function nftApply(script: string): void {
-  run("nft", ["-f", "-"], script);
+  const dir = mkdtempSync(join(tmpdir(), "nflb-nft-"));
+  try {
+    const file = join(dir, "rules.nft");
+    writeFileSync(file, script);
+    run("nft", ["-f", file]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** Deletes a table if it exists ("add" first makes the delete succeed either way). */
@@ -133,32 +147,36 @@ export function builtinSnapshot(bin: IptBinary, table: string): Set<string> | un
 }
 
 /**
- * Notes the builtin chains (and the table) that iptables-nft created for us, so that
- * teardown can delete them again once they are empty: iptables-nft creates a table and
- * its base chains on demand but never removes them, and an empty leftover base chain
- * would make `nft list ruleset` differ from before the setup.
+ * Claims the builtin chains (and the table) that applying `t` is about to make
+ * iptables-nft create, before it does (intent first): iptables-nft creates a table and its
+ * base chains on demand but never removes them, and an empty leftover base chain would
+ * make `nft list ruleset` differ from before the setup. Written after the fact, a process
+ * killed in between would leave them unclaimed and no teardown would remove them. A claim
+ * on a chain that then never comes into being is dropped by cleanupBuiltins.
  */
-export function noteCreatedBuiltins(
-  bin: IptBinary,
-  t: IptTablePlan,
-  before: Set<string> | undefined,
-): void {
+export function claimBuiltinsToCreate(bin: IptBinary, t: IptTablePlan): void {
   const family = nftFamilyOf(bin);
+  const before = builtinSnapshot(bin, t.table);
   const own = readOwnership();
   const has = (chain: string) =>
     own.chains.some((c) => c.family === family && c.table === t.table && c.chain === chain);
+  let claimed = false;
   for (const chain of new Set(t.jumps.map((j) => j.from))) {
-    if (!before?.has(chain) && !has(chain)) own.chains.push({ family, table: t.table, chain });
+    if (before?.has(chain) || has(chain)) continue;
+    own.chains.push({ family, table: t.table, chain });
+    claimed = true;
   }
   if (!before && !own.tables.some((x) => x.family === family && x.table === t.table)) {
     own.tables.push({ family, table: t.table });
+    claimed = true;
   }
-  writeOwnership(own);
+  if (claimed) writeOwnership(own);
 }
 
 /** Deletes the builtin chains/tables nflb created once nothing uses them any more. */
 export function cleanupBuiltins(): void {
   const own = readOwnership();
+  const claims = own.chains.length + own.tables.length;
   own.chains = own.chains.filter((c) => {
     const count = nftChainRules(c.family, c.table)?.get(c.chain);
     if (count === undefined) return false;
@@ -174,7 +192,7 @@ export function cleanupBuiltins(): void {
     run("nft", ["delete", "table", t.family, t.table]);
     return false;
   });
-  writeOwnership(own);
+  if (own.chains.length + own.tables.length !== claims) writeOwnership(own);
 }
 
 // ---- ip rules and routes --------------------------------------------------------------

@@ -3,6 +3,7 @@
 import { execFileSync } from "node:child_process";
 import { accessSync, constants, readFileSync } from "node:fs";
 import { delimiter, join } from "node:path";
+import { operation } from "./faults.js";
 import { SetupError } from "./types.js";
 
 export interface RunResult {
@@ -41,6 +42,10 @@ function resolve(cmd: string): string {
 
 /** Runs a tool; returns its exit status and output, never throws for a non-zero status. */
 export function tryRun(cmd: string, args: readonly string[], input?: string): RunResult {
+  return operation([cmd, ...args.slice(0, 4)].join(" "), () => runTool(cmd, args, input));
+}
+
+function runTool(cmd: string, args: readonly string[], input?: string): RunResult {
   try {
     const stdout = execFileSync(resolve(cmd), args, {
       encoding: "utf8",

@@ -130,9 +130,35 @@ export type FaultPoint =
   | "exit-after-nft"
   | "exit-after-iptables";
 
+/**
+ * Test-only: strike at one operation of a setup or teardown (tool runs and writes of
+ * nflb's own files, counted from 1): throw as if it failed, or die by SIGKILL; before it
+ * takes effect or after.
+ */
+export interface OperationFault {
+  action: "fail" | "kill";
+  when: "before" | "after";
+  op: number;
+}
+
+/**
+ * Changes made together with the rules, all or nothing (the Maglev state of `nflb setup`).
+ * Called once the rules are in place and before the setup is recorded as applied; it
+ * registers the undo of each change before making it. If it throws, every registered
+ * undo runs and the rules are rolled back to what they were.
+ */
+export type SetupCompanion = (onUndo: (what: string, undo: () => void) => void) => void;
+
 export interface SetupOptions {
   /** Receives non-fatal findings (e.g. forwarding disabled). Default: write to stderr. */
   warn?: (message: string) => void;
   /** Test-only fault injection. */
-  failAt?: FaultPoint;
+  failAt?: FaultPoint | OperationFault;
+  /** See SetupCompanion. */
+  companion?: SetupCompanion;
+}
+
+export interface TeardownOptions {
+  /** Test-only fault injection. */
+  failAt?: OperationFault;
 }
